@@ -1,0 +1,359 @@
+"""OFRecord files in the seed's format: framing, schemas, validation, writer and a restorable reader.
+
+A data directory holds part-0, part-1, ... Each record is an int64 little-endian length followed by a
+serialized oneflow.core.record.OFRecord. OneFlow's own nn.OFRecordReader aborts the whole process on bad
+input (exit 134), so every part is validated here first and errors name the file and the field.
+
+The reader (`RecordLoader`) is Python-side so that its position is part of a checkpoint:
+- the order is a seeded permutation of all records, one per epoch (a true shuffle, not a buffer);
+- a global batch is `batch_size * world_size` consecutive records of that order, and rank r takes
+  rows [r * batch_size, (r + 1) * batch_size), so ranks read disjoint records and a 2-rank run sees
+  exactly the batches of a 1-rank run with twice the batch;
+- `state_dict()` is the number of global batches consumed, and decoding runs in a background thread.
+This module knows nothing about the model.
+"""
+import mmap
+import os
+import queue
+import re
+import struct
+import threading
+from collections import namedtuple
+
+import numpy as np
+from oneflow.core.record import record_pb2
+
+LENGTH_BYTES = 8
+PART_PREFIX = "part-"
+_PART_RE = re.compile(r"^part-(\d+)$")
+
+Field = namedtuple("Field", ["shape", "dtype"])
+
+
+class DataError(Exception):
+    """Bad or missing data files; the message names the file and field."""
+
+
+def pretraining_schema(seq_length, max_predictions_per_seq):
+    return {
+        "input_ids": Field((seq_length,), np.int32),
+        "input_mask": Field((seq_length,), np.int32),
+        "segment_ids": Field((seq_length,), np.int32),
+        "masked_lm_positions": Field((max_predictions_per_seq,), np.int32),
+        "masked_lm_ids": Field((max_predictions_per_seq,), np.int32),
+        "masked_lm_weights": Field((max_predictions_per_seq,), np.float32),
+        "next_sentence_labels": Field((1,), np.int32),
+    }
+
+
+def squad_train_schema(seq_length):
+    return {
+        "input_ids": Field((seq_length,), np.int32),
+        "input_mask": Field((seq_length,), np.int32),
+        "segment_ids": Field((seq_length,), np.int32),
+        "start_positions": Field((1,), np.int32),
+        "end_positions": Field((1,), np.int32),
+    }
+
+
+def squad_eval_schema(seq_length):
+    return {
+        "input_ids": Field((seq_length,), np.int32),
+        "input_mask": Field((seq_length,), np.int32),
+        "segment_ids": Field((seq_length,), np.int32),
+        "unique_ids": Field((1,), np.int32),
+    }
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_record(features):
+    """dict name -> array-like of ints or floats -> serialized OFRecord bytes (framing not included)."""
+    record = record_pb2.OFRecord()
+    for name, values in features.items():
+        array = np.asarray(values).reshape(-1)
+        feature = record.feature[name]
+        if array.dtype.kind == "f":
+            feature.float_list.value.extend(array.astype(np.float32).tolist())
+        elif array.dtype == np.int64:
+            feature.int64_list.value.extend(array.tolist())
+        else:
+            feature.int32_list.value.extend(array.astype(np.int32).tolist())
+    return record.SerializeToString()
+
+
+def frame(payload):
+    return struct.pack("<q", len(payload)) + payload
+
+
+def decode_record(payload, schema, where):
+    """Serialized OFRecord -> dict name -> np array of the schema's shape and dtype."""
+    record = record_pb2.OFRecord()
+    try:
+        record.ParseFromString(payload)
+    except Exception as e:
+        raise DataError(f"{where}: record does not parse as an OFRecord ({e})") from None
+    out = {}
+    for name, field in schema.items():
+        if name not in record.feature:
+            raise DataError(f"{where}: field '{name}' is missing (has {sorted(record.feature)})")
+        feature = record.feature[name]
+        kind = feature.WhichOneof("kind")
+        values = getattr(feature, kind).value if kind else []
+        expected = int(np.prod(field.shape))
+        if len(values) != expected:
+            raise DataError(f"{where}: field '{name}' has {len(values)} values, expected {expected}")
+        out[name] = np.asarray(values, dtype=field.dtype).reshape(field.shape)
+    return out
+
+
+class PartWriter:
+    """Writes one part file atomically: records go to a temp name that is renamed on close()."""
+
+    def __init__(self, path):
+        self.path = path
+        self.tmp_path = f"{path}.tmp{os.getpid()}"
+        self.file = open(self.tmp_path, "wb")
+        self.count = 0
+
+    def write(self, features):
+        self.file.write(frame(encode_record(features)))
+        self.count += 1
+
+    def write_payload(self, payload):
+        self.file.write(frame(payload))
+        self.count += 1
+
+    def close(self):
+        self.file.close()
+        os.replace(self.tmp_path, self.path)
+
+    def abort(self):
+        self.file.close()
+        os.remove(self.tmp_path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.abort() if exc_type else self.close()
+
+
+def write_parts(directory, records, num_parts):
+    """Writes records round-robin into part-0 .. part-{num_parts-1}; returns the count per part."""
+    os.makedirs(directory, exist_ok=True)
+    writers = [PartWriter(os.path.join(directory, f"{PART_PREFIX}{i}")) for i in range(num_parts)]
+    try:
+        for i, features in enumerate(records):
+            writers[i % num_parts].write(features)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    for w in writers:
+        w.close()
+    return [w.count for w in writers]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def list_parts(directory):
+    """Part files of a directory in numeric order; a DataError if there are none or numbers are missing."""
+    if not os.path.isdir(directory):
+        raise DataError(f"{directory}: data directory does not exist")
+    numbers = sorted(int(m.group(1)) for m in map(_PART_RE.match, os.listdir(directory)) if m)
+    if not numbers:
+        raise DataError(f"{directory}: no {PART_PREFIX}N files")
+    if numbers != list(range(len(numbers))):
+        missing = sorted(set(range(numbers[-1] + 1)) - set(numbers))
+        raise DataError(f"{directory}: part files are not numbered contiguously from 0 (missing part-{missing[0]})")
+    return [os.path.join(directory, f"{PART_PREFIX}{n}") for n in numbers]
+
+
+def scan_offsets(path):
+    """Byte offsets of each record's payload in a part file, checking the length framing end to end."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise DataError(f"{path}: file is empty")
+    offsets, lengths = [], []
+    with open(path, "rb") as f:
+        position = 0
+        while position < size:
+            header = f.read(LENGTH_BYTES)
+            if len(header) < LENGTH_BYTES:
+                raise DataError(f"{path}: truncated length header at byte {position}")
+            (length,) = struct.unpack("<q", header)
+            if length <= 0 or position + LENGTH_BYTES + length > size:
+                raise DataError(
+                    f"{path}: record {len(offsets)} at byte {position} claims {length} bytes but the file "
+                    f"has {size - position - LENGTH_BYTES} left (truncated or not an OFRecord file)"
+                )
+            offsets.append(position + LENGTH_BYTES)
+            lengths.append(length)
+            position += LENGTH_BYTES + length
+            f.seek(position)
+    return np.asarray(offsets, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+
+
+class RecordIndex:
+    """The validated contents of a data directory: where every record is."""
+
+    def __init__(self, directory, schema, expected_parts=None, expected_records=None):
+        self.directory = directory
+        self.schema = schema
+        self.parts = list_parts(directory)
+        if expected_parts is not None and expected_parts != len(self.parts):
+            raise DataError(
+                f"{directory}: holds {len(self.parts)} part files but --train-data-part says {expected_parts}"
+            )
+        self.offsets, self.lengths, self.part_of = [], [], []
+        for part_id, path in enumerate(self.parts):
+            offsets, lengths = scan_offsets(path)
+            with open(path, "rb") as f:
+                f.seek(offsets[0])
+                decode_record(f.read(int(lengths[0])), schema, f"{path} record 0")
+            self.offsets.append(offsets)
+            self.lengths.append(lengths)
+            self.part_of.append(np.full(len(offsets), part_id, dtype=np.int32))
+        self.record_in_part = np.concatenate([np.arange(len(o)) for o in self.offsets])
+        self.part_of = np.concatenate(self.part_of)
+        if expected_records is not None and expected_records != len(self):
+            raise DataError(
+                f"{directory}: holds {len(self)} records but --train-dataset-size says {expected_records}"
+            )
+
+    def __len__(self):
+        return len(self.part_of)
+
+    def locate(self, i):
+        part, j = int(self.part_of[i]), int(self.record_in_part[i])
+        return part, int(self.offsets[part][j]), int(self.lengths[part][j])
+
+
+# ---------------------------------------------------------------- reading
+
+
+class RecordLoader:
+    """Seeded, restorable, rank-sharded batches of decoded records as numpy arrays.
+
+    Yields dict name -> [batch_size, *shape] for this rank. The stream is endless across epochs;
+    `batches_per_epoch` counts the global batches of one epoch (the last partial batch is dropped).
+    With pad_last=True (evaluation) one pass is made instead, the last batch padded by repeating its
+    final record, and each batch carries "valid" = number of real rows of this rank's slice.
+    """
+
+    def __init__(self, index, batch_size, rank=0, world_size=1, shuffle=True, seed=0, pad_last=False,
+                 prefetch=4):
+        self.index = index
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pad_last = pad_last
+        self.prefetch = prefetch
+        self.global_batch = batch_size * world_size
+        if pad_last:
+            self.batches_per_epoch = -(-len(index) // self.global_batch)
+        else:
+            self.batches_per_epoch = len(index) // self.global_batch
+        if self.batches_per_epoch == 0:
+            raise DataError(
+                f"{index.directory}: {len(index)} records are fewer than one global batch of {self.global_batch}"
+            )
+        self.batches_consumed = 0
+        self._maps = {}
+        self._order_epoch, self._order = None, None
+        self._queue, self._thread, self._stop = None, None, None
+
+    def order(self, epoch):
+        if self._order_epoch != epoch:
+            n = len(self.index)
+            self._order = np.random.RandomState(self.seed + epoch).permutation(n) if self.shuffle else np.arange(n)
+            self._order_epoch = epoch
+        return self._order
+
+    def _mapped(self, part):
+        if part not in self._maps:
+            with open(self.index.parts[part], "rb") as f:
+                self._maps[part] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._maps[part]
+
+    def record_ids(self, batch_number):
+        """Record ids of this rank's rows of global batch `batch_number` (padded ids repeat the last)."""
+        epoch, within = divmod(batch_number, self.batches_per_epoch)
+        order = self.order(epoch)
+        start = within * self.global_batch + self.rank * self.batch_size
+        ids = order[start:start + self.batch_size]
+        if len(ids) < self.batch_size:
+            fill = ids[-1] if len(ids) else order[-1]
+            ids = np.concatenate([ids, np.full(self.batch_size - len(ids), fill, dtype=ids.dtype)])
+        return ids, min(max(len(order) - start, 0), self.batch_size)
+
+    def load_batch(self, batch_number):
+        ids, valid = self.record_ids(batch_number)
+        rows = []
+        for i in ids:
+            part, offset, length = self.index.locate(int(i))
+            payload = self._mapped(part)[offset:offset + length]
+            rows.append(decode_record(payload, self.index.schema, f"{self.index.parts[part]} record {i}"))
+        batch = {name: np.stack([r[name] for r in rows]) for name in self.index.schema}
+        if self.pad_last:
+            batch["valid"] = valid
+        return batch
+
+    def _produce(self, start):
+        number = start
+        end = self.batches_per_epoch if self.pad_last else None
+        while not self._stop.is_set() and (end is None or number < end):
+            try:
+                item = self.load_batch(number)
+            except Exception as e:  # handed to the consumer, which re-raises it
+                item = e
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            number += 1
+        self._queue.put(None)
+
+    def __iter__(self):
+        self.close()
+        if self.pad_last:  # evaluation: each iteration is one full pass
+            self.batches_consumed = 0
+        self._queue, self._stop = queue.Queue(maxsize=self.prefetch), threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(self.batches_consumed,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is None:
+            raise StopIteration
+        if isinstance(item, Exception):
+            raise item
+        self.batches_consumed += 1
+        return item
+
+    def close(self):
+        if self._thread is not None:
+            self._stop.set()
+            while self._thread.is_alive():
+                try:
+                    self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            self._thread = None
+
+    def state_dict(self):
+        return {"batches_consumed": self.batches_consumed, "seed": self.seed}
+
+    def load_state_dict(self, state):
+        if state["seed"] != self.seed:
+            raise DataError(f"checkpoint data seed {state['seed']} differs from --seed {self.seed}")
+        self.close()
+        self.batches_consumed = int(state["batches_consumed"])
