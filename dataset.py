@@ -6,10 +6,10 @@ input (exit 134), so every part is validated here first and errors name the file
 
 The reader (`RecordLoader`) is Python-side so that its position is part of a checkpoint:
 - the order is a seeded permutation of all records, one per epoch (a true shuffle, not a buffer);
-- a global batch is `batch_size * world_size` consecutive records of that order, and rank r takes
-  rows [r * batch_size, (r + 1) * batch_size), so ranks read disjoint records and a 2-rank run sees
-  exactly the batches of a 1-rank run with twice the batch;
-- `state_dict()` is the number of global batches consumed, and decoding runs in a background thread.
+- each optimizer step consumes `step_size` consecutive records of that order (all ranks, all micro-batches),
+  and a rank decodes only its own rows of them (`data_parallel_rows`), so ranks read disjoint records and
+  a 2-rank run sees exactly the records of a 1-rank run with twice the batch;
+- `state_dict()` is the number of steps consumed, and decoding runs in a background thread.
 This module knows nothing about the model.
 """
 import mmap
@@ -235,35 +235,45 @@ class RecordIndex:
 # ---------------------------------------------------------------- reading
 
 
+def data_parallel_rows(batch_size, world_size, rank, micro_batches=1, contiguous=False):
+    """Positions within a step's records that `rank` reads.
+
+    A step is `micro_batches` micro-batches of `world_size * batch_size` records. Eager and DDP runs read
+    rank r's slice of each micro-batch in turn (contiguous=False). A global graph is fed one split(0) tensor
+    that it cuts into micro-batches itself, so rank r feeds the contiguous block r of the step (contiguous=True).
+    """
+    if contiguous:
+        start = rank * batch_size * micro_batches
+        return np.arange(start, start + batch_size * micro_batches)
+    micro = world_size * batch_size
+    return np.concatenate([np.arange(m * micro + rank * batch_size, m * micro + (rank + 1) * batch_size)
+                           for m in range(micro_batches)])
+
+
 class RecordLoader:
     """Seeded, restorable, rank-sharded batches of decoded records as numpy arrays.
 
-    Yields dict name -> [batch_size, *shape] for this rank. The stream is endless across epochs;
-    `batches_per_epoch` counts the global batches of one epoch (the last partial batch is dropped).
-    With pad_last=True (evaluation) one pass is made instead, the last batch padded by repeating its
-    final record, and each batch carries "valid" = number of real rows of this rank's slice.
+    Yields dict name -> [len(rows), *shape] for this rank. The stream is endless across epochs;
+    `steps_per_epoch` counts the steps of one epoch (a last partial step is dropped). With pad_last=True
+    (evaluation) each iteration is one pass, the last step padded by repeating a record, and each batch
+    carries "row_valid", a float32 [len(rows)] mask of real rows.
     """
 
-    def __init__(self, index, batch_size, rank=0, world_size=1, shuffle=True, seed=0, pad_last=False,
-                 prefetch=4):
+    def __init__(self, index, step_size, rows=None, shuffle=True, seed=0, pad_last=False, prefetch=4):
         self.index = index
-        self.batch_size = batch_size
-        self.rank = rank
-        self.world_size = world_size
+        self.step_size = step_size
+        self.rows = np.arange(step_size) if rows is None else np.asarray(rows)
         self.shuffle = shuffle
         self.seed = seed
         self.pad_last = pad_last
         self.prefetch = prefetch
-        self.global_batch = batch_size * world_size
         if pad_last:
-            self.batches_per_epoch = -(-len(index) // self.global_batch)
+            self.steps_per_epoch = -(-len(index) // step_size)
         else:
-            self.batches_per_epoch = len(index) // self.global_batch
-        if self.batches_per_epoch == 0:
-            raise DataError(
-                f"{index.directory}: {len(index)} records are fewer than one global batch of {self.global_batch}"
-            )
-        self.batches_consumed = 0
+            self.steps_per_epoch = len(index) // step_size
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{index.directory}: {len(index)} records are fewer than one step of {step_size}")
+        self.steps_consumed = 0
         self._maps = {}
         self._order_epoch, self._order = None, None
         self._queue, self._thread, self._stop = None, None, None
@@ -281,19 +291,16 @@ class RecordLoader:
                 self._maps[part] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return self._maps[part]
 
-    def record_ids(self, batch_number):
-        """Record ids of this rank's rows of global batch `batch_number` (padded ids repeat the last)."""
-        epoch, within = divmod(batch_number, self.batches_per_epoch)
+    def record_ids(self, step):
+        """Record ids of this rank's rows of `step`, and which of them are real (not padding)."""
+        epoch, within = divmod(step, self.steps_per_epoch)
         order = self.order(epoch)
-        start = within * self.global_batch + self.rank * self.batch_size
-        ids = order[start:start + self.batch_size]
-        if len(ids) < self.batch_size:
-            fill = ids[-1] if len(ids) else order[-1]
-            ids = np.concatenate([ids, np.full(self.batch_size - len(ids), fill, dtype=ids.dtype)])
-        return ids, min(max(len(order) - start, 0), self.batch_size)
+        positions = within * self.step_size + self.rows
+        valid = positions < len(order)
+        return order[np.minimum(positions, len(order) - 1)], valid
 
-    def load_batch(self, batch_number):
-        ids, valid = self.record_ids(batch_number)
+    def load_batch(self, step):
+        ids, valid = self.record_ids(step)
         rows = []
         for i in ids:
             part, offset, length = self.index.locate(int(i))
@@ -301,12 +308,12 @@ class RecordLoader:
             rows.append(decode_record(payload, self.index.schema, f"{self.index.parts[part]} record {i}"))
         batch = {name: np.stack([r[name] for r in rows]) for name in self.index.schema}
         if self.pad_last:
-            batch["valid"] = valid
+            batch["row_valid"] = valid.astype(np.float32)
         return batch
 
     def _produce(self, start):
         number = start
-        end = self.batches_per_epoch if self.pad_last else None
+        end = self.steps_per_epoch if self.pad_last else None
         while not self._stop.is_set() and (end is None or number < end):
             try:
                 item = self.load_batch(number)
@@ -324,9 +331,9 @@ class RecordLoader:
     def __iter__(self):
         self.close()
         if self.pad_last:  # evaluation: each iteration is one full pass
-            self.batches_consumed = 0
+            self.steps_consumed = 0
         self._queue, self._stop = queue.Queue(maxsize=self.prefetch), threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=(self.batches_consumed,), daemon=True)
+        self._thread = threading.Thread(target=self._produce, args=(self.steps_consumed,), daemon=True)
         self._thread.start()
         return self
 
@@ -336,7 +343,7 @@ class RecordLoader:
             raise StopIteration
         if isinstance(item, Exception):
             raise item
-        self.batches_consumed += 1
+        self.steps_consumed += 1
         return item
 
     def close(self):
@@ -350,10 +357,10 @@ class RecordLoader:
             self._thread = None
 
     def state_dict(self):
-        return {"batches_consumed": self.batches_consumed, "seed": self.seed}
+        return {"steps_consumed": self.steps_consumed, "seed": self.seed}
 
     def load_state_dict(self, state):
         if state["seed"] != self.seed:
             raise DataError(f"checkpoint data seed {state['seed']} differs from --seed {self.seed}")
         self.close()
-        self.batches_consumed = int(state["batches_consumed"])
+        self.steps_consumed = int(state["steps_consumed"])

@@ -1,0 +1,86 @@
+"""Training checkpoints: everything needed to continue a run exactly.
+
+Layout under the run's --checkpoint_path root:
+  step_00000100/config.json    BertConfig of the model
+  step_00000100/model/         flow.save(model.state_dict()): weights only, what --model_load_dir reads
+  step_00000100/train_state/   flow.save of the optimizer + LR schedule state (a graph's state_dict in graph mode)
+  step_00000100/meta.json      step, data position, mode, world size, optimizer
+A checkpoint is written to .tmp-step_N and renamed when complete, so a step_* directory is never partial,
+and only the newest `keep` are kept. Global tensors are gathered to rank 0 (global_dst_rank=0).
+"""
+import json
+import os
+import shutil
+
+import oneflow as flow
+
+STEP_PREFIX = "step_"
+
+
+class CheckpointError(Exception):
+    pass
+
+
+def step_dir_name(step):
+    return f"{STEP_PREFIX}{step:08d}"
+
+
+def list_checkpoints(root):
+    """Complete checkpoints under root as [(step, path)] sorted by step."""
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith(STEP_PREFIX) and name[len(STEP_PREFIX):].isdigit() and os.path.isfile(
+            os.path.join(path, "meta.json")
+        ):
+            found.append((int(name[len(STEP_PREFIX):]), path))
+    return sorted(found)
+
+
+def latest_checkpoint(root):
+    found = list_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def _barrier():
+    if flow.env.get_world_size() > 1:
+        flow.comm.barrier()
+
+
+def save_checkpoint(root, step, config, model_state, train_state, meta, keep=3, is_global=False):
+    """Called on every rank; rank 0 writes (global tensors are gathered to it by flow.save)."""
+    is_writer = flow.env.get_rank() == 0
+    final = os.path.join(root, step_dir_name(step))
+    tmp = os.path.join(root, ".tmp-" + step_dir_name(step))
+    if is_writer:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    _barrier()
+    save_kwargs = {"global_dst_rank": 0} if is_global else {}
+    if is_global or is_writer:
+        flow.save(model_state, os.path.join(tmp, "model"), **save_kwargs)
+        flow.save(train_state, os.path.join(tmp, "train_state"), **save_kwargs)
+    if is_writer:
+        config.to_json_file(os.path.join(tmp, "config.json"))
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(dict(meta, step=step), f, indent=2)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for _, old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def load_checkpoint(path, is_global=False):
+    """A step_* directory -> (meta dict, model state, train state); tensors global when is_global."""
+    if not os.path.isfile(os.path.join(path, "meta.json")):
+        raise CheckpointError(f"{path}: not a complete checkpoint (no meta.json)")
+    with open(os.path.join(path, "meta.json")) as f:
+        meta = json.load(f)
+    load_kwargs = {"global_src_rank": 0} if is_global else {}
+    model_state = flow.load(os.path.join(path, "model"), **load_kwargs)
+    train_state = flow.load(os.path.join(path, "train_state"), **load_kwargs)
+    return meta, model_state, train_state

@@ -1,0 +1,406 @@
+"""The one pre-training core behind run_eager_pretraining.py and run_pretraining.py.
+
+What a step computes is `pretraining_outputs` (forward, loss, metric counts); eager and graph differ only
+in how it is run: `EagerRunner` calls it per micro-batch and steps the optimizer itself, `GraphRunner`
+calls it inside nn.Graph.build and lets the graph accumulate, clip and step. Everything else (data order,
+schedule, logging, validation, checkpoints, resume) is shared by `pretrain()`.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+import oneflow as flow
+from tqdm import tqdm
+
+import dataset
+from modeling import BertForPreTraining, pretraining_loss
+from utils import config as cfg
+from utils.checkpoints import native
+from utils.metrics import format_train_line, format_val_line
+from utils.optim import build_lr_scheduler, build_optimizer
+from utils.paths import DEMO_DATA_DIR
+
+INPUT_FIELDS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+                "masked_lm_weights", "next_sentence_labels")
+TRAIN_OUTPUTS = ("total_loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_count", "nsp_correct", "nsp_count")
+EVAL_OUTPUTS = ("mlm_loss_sum", "mlm_count", "mlm_correct", "nsp_loss_sum", "nsp_count", "nsp_correct")
+
+
+# ---------------------------------------------------------------- what a step computes
+
+
+def _forward(model, inputs):
+    input_ids, input_mask, segment_ids, positions, lm_ids, lm_weights, nsp_labels = inputs
+    mlm_logits, nsp_logits = model(input_ids, input_mask, segment_ids, positions)
+    return mlm_logits, nsp_logits, lm_ids.reshape(-1).to(flow.int64), lm_weights.reshape(-1), nsp_labels.reshape(-1).to(flow.int64)
+
+
+def pretraining_outputs(model, inputs):
+    """Loss to optimize and metric counts for one micro-batch; the body of every training step."""
+    mlm_logits, nsp_logits, lm_ids, lm_weights, nsp_labels = _forward(model, inputs)
+    total, mlm, nsp = pretraining_loss(mlm_logits, nsp_logits, lm_ids, lm_weights, nsp_labels)
+    mlm_hit = (mlm_logits.reshape(lm_ids.shape[0], -1).argmax(-1) == lm_ids).to(flow.float32)
+    nsp_hit = (nsp_logits.argmax(-1) == nsp_labels).to(flow.float32)
+    nsp_count = flow.ones_like(nsp_hit).sum()
+    return total, mlm, nsp, (mlm_hit * lm_weights).sum(), lm_weights.sum(), nsp_hit.sum(), nsp_count
+
+
+def evaluation_outputs(model, inputs, row_valid):
+    """Sums over the real rows of a (possibly padded) validation batch; reduced over ranks by the caller."""
+    mlm_logits, nsp_logits, lm_ids, lm_weights, nsp_labels = _forward(model, inputs)
+    predictions = lm_ids.shape[0] // row_valid.shape[0]
+    token_valid = lm_weights * row_valid.unsqueeze(1).repeat(1, predictions).reshape(-1)
+    mlm_ce = flow.nn.functional.cross_entropy(mlm_logits.reshape(lm_ids.shape[0], -1), lm_ids, reduction="none")
+    nsp_ce = flow.nn.functional.cross_entropy(nsp_logits, nsp_labels, reduction="none")
+    mlm_hit = (mlm_logits.reshape(lm_ids.shape[0], -1).argmax(-1) == lm_ids).to(flow.float32)
+    nsp_hit = (nsp_logits.argmax(-1) == nsp_labels).to(flow.float32)
+    return ((mlm_ce * token_valid).sum(), token_valid.sum(), (mlm_hit * token_valid).sum(),
+            (nsp_ce * row_valid).sum(), row_valid.sum(), (nsp_hit * row_valid).sum())
+
+
+# ---------------------------------------------------------------- how a step is run
+
+
+class Placement:
+    """Turns numpy batches into the tensors a mode needs: local on a device, or global split(0)."""
+
+    def __init__(self, device, is_global):
+        self.device = device
+        self.is_global = is_global
+        self.placement = flow.placement(device, ranks=list(range(flow.env.get_world_size()))) if is_global else None
+
+    def tensor(self, array):
+        local = flow.tensor(array, device="cpu" if self.is_global else self.device)
+        if self.is_global:
+            return local.to_global(placement=self.placement, sbp=flow.sbp.split(0))
+        return local
+
+    def to_host(self, tensor, reduce_ranks):
+        """A scalar or vector output -> numpy; summed over ranks for local tensors when reduce_ranks."""
+        if self.is_global:
+            return tensor.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
+        if reduce_ranks and flow.env.get_world_size() > 1:
+            tensor = tensor.clone()
+            flow.comm.all_reduce(tensor)
+        return tensor.numpy()
+
+
+class EagerRunner:
+    def __init__(self, model, optimizer, lr_scheduler, micro_batches, placement):
+        self.model, self.optimizer, self.lr_scheduler = model, optimizer, lr_scheduler
+        self.micro_batches = micro_batches
+        self.placement = placement
+
+    def train_step(self, batch):
+        self.model.train()
+        outputs = None
+        for chunk in range(self.micro_batches):
+            inputs = [self.placement.tensor(np.array_split(batch[f], self.micro_batches)[chunk]) for f in INPUT_FIELDS]
+            step = pretraining_outputs(self.model, inputs)
+            (step[0] / self.micro_batches).backward()
+            step = [t.detach() for t in step]
+            outputs = step if outputs is None else [a + b for a, b in zip(outputs, step)]
+        # The graph clips per parameter group; eager applies the same group clip only when asked to.
+        self.optimizer.clip_grad()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.lr_scheduler.step()
+        return _average_losses(outputs, self.micro_batches)
+
+    def eval_step(self, batch):
+        self.model.eval()
+        with flow.no_grad():
+            inputs = [self.placement.tensor(batch[f]) for f in INPUT_FIELDS]
+            return evaluation_outputs(self.model, inputs, self.placement.tensor(batch["row_valid"]))
+
+    def state_dict(self):
+        return {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+
+
+def _average_losses(outputs, micro_batches):
+    """Losses are averaged over micro-batches, counts summed."""
+    return [o / micro_batches if i < 3 else o for i, o in enumerate(outputs)]
+
+
+class PretrainingGraph(flow.nn.Graph):
+    def __init__(self, model, optimizer, lr_scheduler, micro_batches, use_fp16):
+        super().__init__()
+        self.model = model
+        self.add_optimizer(optimizer, lr_sch=lr_scheduler)
+        if micro_batches > 1:
+            self.config.set_gradient_accumulation_steps(micro_batches)
+        if use_fp16:
+            self.config.enable_amp(True)
+            self.set_grad_scaler(flow.amp.GradScaler(init_scale=2 ** 30, growth_factor=2.0, backoff_factor=0.5,
+                                                     growth_interval=2000))
+
+    def build(self, *inputs):
+        outputs = pretraining_outputs(self.model, inputs)
+        outputs[0].backward()
+        return outputs
+
+
+class EvaluationGraph(flow.nn.Graph):
+    def __init__(self, model, use_fp16):
+        super().__init__()
+        self.model = model
+        if use_fp16:
+            self.config.enable_amp(True)
+
+    def build(self, *inputs):
+        return evaluation_outputs(self.model, inputs[:-1], inputs[-1])
+
+
+class GraphRunner:
+    def __init__(self, model, optimizer, lr_scheduler, micro_batches, placement, use_fp16):
+        self.model = model
+        self.micro_batches = micro_batches
+        self.placement = placement
+        self.train_graph = PretrainingGraph(model, optimizer, lr_scheduler, micro_batches, use_fp16)
+        self.eval_graph = EvaluationGraph(model, use_fp16)
+
+    def train_step(self, batch):
+        self.model.train()
+        outputs = self.train_graph(*[self.placement.tensor(batch[f]) for f in INPUT_FIELDS])
+        # Under accumulation the graph returns one value per micro-batch.
+        outputs = [o.sum() for o in outputs] if self.micro_batches > 1 else list(outputs)
+        return _average_losses(outputs, self.micro_batches)
+
+    def eval_step(self, batch):
+        self.model.eval()
+        tensors = [self.placement.tensor(batch[f]) for f in INPUT_FIELDS + ("row_valid",)]
+        return self.eval_graph(*tensors)
+
+    def state_dict(self):
+        return self.train_graph.state_dict()
+
+    def load_state_dict(self, state):
+        self.train_graph.load_state_dict(state)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def build_parser(description):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    cfg.add_model_args(parser)
+    cfg.add_hardware_args(parser)
+    cfg.add_pretraining_args(parser)
+    return parser
+
+
+def check_distributed(args, mode):
+    """Distributed combinations OneFlow 0.9 cannot run correctly are errors, not hangs."""
+    world = flow.env.get_world_size()
+    if args.use_ddp and args.use_consistent:
+        raise cfg.UsageError("--use_ddp and --use_consistent are two different data-parallel modes: pick one")
+    if mode == "graph" and args.use_ddp:
+        raise cfg.UsageError("--use_ddp is eager DistributedDataParallel: use run_eager_pretraining.py, "
+                             "or --use_consistent for graph data parallel")
+    if mode == "graph" and world > 1 and not args.use_consistent:
+        raise cfg.UsageError(
+            f"graph mode with {world} processes needs --use_consistent: a local nn.Graph under a multi-process "
+            "launch hangs or trains wrongly in OneFlow 0.9 (use --use_consistent, or eager --use_ddp)")
+    if mode == "eager" and world > 1 and not (args.use_ddp or args.use_consistent):
+        raise cfg.UsageError(f"{world} processes were launched but neither --use_ddp nor --use_consistent was given: "
+                             "every rank would train its own model")
+    if args.device == "cpu" and world > 1 and int(os.environ.get("NNODES", os.environ.get("ONEFLOW_NNODES", "1"))) > 1:
+        raise cfg.UsageError("multi-node training on CPU is not supported by OneFlow 0.9 "
+                             "(see README, 'Multi-node'); run multi-node on CUDA machines")
+
+
+def resolve_batch_sizes(args, world):
+    derived = args.train_batch_size * args.grad_acc_steps * world
+    if args.train_global_batch_size is not None and args.train_global_batch_size != derived:
+        raise cfg.UsageError(
+            f"--train-global-batch-size {args.train_global_batch_size} != --train-batch-size {args.train_batch_size} "
+            f"x --grad-acc-steps {args.grad_acc_steps} x world size {world} = {derived}")
+    args.train_global_batch_size = derived
+    derived_val = args.val_batch_size * world
+    if args.val_global_batch_size is not None and args.val_global_batch_size != derived_val:
+        raise cfg.UsageError(f"--val-global-batch-size {args.val_global_batch_size} != --val-batch-size "
+                             f"{args.val_batch_size} x world size {world} = {derived_val}")
+    args.val_global_batch_size = derived_val
+
+
+def build_loaders(args, world, rank, contiguous):
+    train_dir = args.ofrecord_path or DEMO_DATA_DIR
+    schema = dataset.pretraining_schema(args.seq_length, args.max_predictions_per_seq)
+    train_index = dataset.RecordIndex(train_dir, schema, args.train_data_part, args.train_dataset_size)
+    rows = dataset.data_parallel_rows(args.train_batch_size, world, rank, args.grad_acc_steps, contiguous)
+    train = dataset.RecordLoader(train_index, args.train_global_batch_size, rows, shuffle=True, seed=args.seed)
+    val_dir = args.val_ofrecord_path or os.path.join(train_dir, "val")
+    val = None
+    if os.path.isdir(val_dir):
+        val_index = dataset.RecordIndex(val_dir, schema)
+        val_rows = dataset.data_parallel_rows(args.val_batch_size, world, rank)
+        val = dataset.RecordLoader(val_index, args.val_global_batch_size, val_rows, shuffle=False, pad_last=True)
+    elif args.val_ofrecord_path:
+        raise dataset.DataError(f"{val_dir}: validation directory does not exist (--val_ofrecord_path)")
+    return train_dir, train, val
+
+
+def log(message):
+    if flow.env.get_rank() == 0:
+        tqdm.write(message, file=sys.stdout)
+        sys.stdout.flush()
+
+
+def build_model(args, placement):
+    config = cfg.bert_config_from_args(args)
+    model = BertForPreTraining(config)
+    if args.model_load_dir:
+        from utils.checkpoints.loading import load_pretrained
+
+        report = load_pretrained(model, args.model_load_dir, args.init_format)
+        log(f"loaded {args.model_load_dir}: {report}")
+    model.to(args.device)
+    if args.use_ddp:
+        from oneflow.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model)
+    if args.use_consistent:
+        model.to_global(placement=placement.placement, sbp=flow.sbp.broadcast)
+    return config, model
+
+
+def validate(runner, loader, placement, args):
+    totals = np.zeros(len(EVAL_OUTPUTS))
+    for i, batch in enumerate(loader):
+        if args.val_steps is not None and i >= args.val_steps:
+            break
+        outputs = runner.eval_step(batch)
+        totals += [float(placement.to_host(o, not args.metric_local)) for o in outputs]
+    values = dict(zip(EVAL_OUTPUTS, totals))
+    loader.close()
+    return {
+        "mlm_acc": values["mlm_correct"] / max(values["mlm_count"], 1e-9),
+        "nsp_acc": values["nsp_correct"] / max(values["nsp_count"], 1e-9),
+        "mlm_loss": values["mlm_loss_sum"] / max(values["mlm_count"], 1e-9),
+        "nsp_loss": values["nsp_loss_sum"] / max(values["nsp_count"], 1e-9),
+    }
+
+
+class MetricWindow:
+    """Sums step outputs on the device between prints, so the host syncs only when a line is printed."""
+
+    def __init__(self):
+        self.sums, self.steps, self.start = None, 0, time.time()
+
+    def add(self, outputs):
+        detached = [o.detach() for o in outputs]
+        self.sums = detached if self.sums is None else [a + b for a, b in zip(self.sums, detached)]
+        self.steps += 1
+
+    def line_values(self, step, epoch, placement, args, world):
+        host = [float(placement.to_host(o, not args.metric_local)) for o in self.sums]
+        values = dict(zip(TRAIN_OUTPUTS, host))
+        ranks = 1 if (args.metric_local or placement.is_global) else world
+        elapsed = max(time.time() - self.start, 1e-9)
+        line = {
+            "step": step,
+            "total_loss": values["total_loss"] / self.steps / ranks,
+            "mlm_loss": values["mlm_loss"] / self.steps / ranks,
+            "nsp_loss": values["nsp_loss"] / self.steps / ranks,
+            "pred_acc": values["nsp_correct"] / max(values["nsp_count"], 1e-9),
+            "mlm_acc": values["mlm_correct"] / max(values["mlm_count"], 1e-9),
+            "throughput": self.steps * args.train_global_batch_size / elapsed,
+            "epoch": epoch,
+        }
+        self.sums, self.steps, self.start = None, 0, time.time()
+        return line
+
+
+def pretrain(mode, argv=None):
+    parser = build_parser(f"BERT pre-training ({mode} mode)")
+    args = parser.parse_args(argv)
+    try:
+        run(args, mode)
+    except (cfg.UsageError, dataset.DataError, native.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(args, mode):
+    cfg.resolve_hardware(args)
+    world, rank = flow.env.get_world_size(), flow.env.get_rank()
+    check_distributed(args, mode)
+    resolve_batch_sizes(args, world)
+    if args.grad_acc_steps < 1:
+        raise cfg.UsageError(f"--grad-acc-steps must be >= 1, got {args.grad_acc_steps}")
+    flow.manual_seed(args.seed)
+    placement = Placement(args.device, args.use_consistent)
+    train_dir, train_loader, val_loader = build_loaders(args, world, rank, contiguous=placement.is_global and mode == "graph")
+    steps_per_epoch = train_loader.steps_per_epoch
+    total_steps = args.train_steps if args.train_steps is not None else args.epochs * steps_per_epoch
+    warmup_steps = int(args.warmup_proportion * total_steps)
+
+    config, model = build_model(args, placement)
+    optimizer = build_optimizer(model, args.optim_name, args.lr, args.weight_decay, args.clip_grad_max_norm)
+    lr_scheduler = build_lr_scheduler(optimizer, total_steps, warmup_steps)
+    if mode == "graph":
+        runner = GraphRunner(model, optimizer, lr_scheduler, args.grad_acc_steps, placement, args.use_fp16)
+    else:
+        runner = EagerRunner(model, optimizer, lr_scheduler, args.grad_acc_steps, placement)
+
+    start_step = 0
+    if args.resume:
+        start_step = resume(args, model, runner, train_loader, placement)
+    elif native.list_checkpoints(args.checkpoint_path) and rank == 0:
+        cfg.warn(f"{args.checkpoint_path} already holds checkpoints; starting from scratch (pass --resume to continue)")
+
+    log(f"mode: {mode}{' ddp' if args.use_ddp else ''}{' global' if args.use_consistent else ''}, world size {world}, "
+        f"device {args.device}, data {train_dir} ({len(train_loader.index)} records, {steps_per_epoch} steps/epoch), "
+        f"global batch {args.train_global_batch_size}, steps {start_step}..{total_steps}")
+    window = MetricWindow()
+    train_iter = iter(train_loader)
+    progress = tqdm(total=total_steps, initial=start_step, disable=rank != 0, dynamic_ncols=True, desc="train")
+    for step in range(start_step, total_steps):
+        window.add(runner.train_step(next(train_iter)))
+        progress.update(1)
+        done = step + 1
+        if done % args.loss_print_every_n_iters == 0 or done == total_steps:
+            values = window.line_values(step, step // steps_per_epoch, placement, args, world)
+            log(format_train_line(values))
+        if val_loader is not None and ((args.val_print_every_n_iters > 0 and done % args.val_print_every_n_iters == 0)
+                                       or done == total_steps):
+            log(format_val_line(step // steps_per_epoch, step, validate(runner, val_loader, placement, args)))
+        if done % args.save_every_n_iters == 0 or done == total_steps:
+            save(args, config, model, runner, train_loader, done, mode, world)
+    progress.close()
+    train_loader.close()
+
+
+def model_state(model):
+    return model.module.state_dict() if hasattr(model, "module") else model.state_dict()
+
+
+def save(args, config, model, runner, train_loader, step, mode, world):
+    meta = {"mode": mode, "world_size": world, "optim_name": args.optim_name,
+            "use_consistent": bool(args.use_consistent), "data": train_loader.state_dict()}
+    path = native.save_checkpoint(args.checkpoint_path, step, config, model_state(model), runner.state_dict(), meta,
+                                  keep=args.keep_checkpoints, is_global=bool(args.use_consistent))
+    log(f"saved checkpoint {path}")
+
+
+def resume(args, model, runner, train_loader, placement):
+    path = native.latest_checkpoint(args.checkpoint_path)
+    if path is None:
+        raise native.CheckpointError(f"--resume: no complete checkpoint under {args.checkpoint_path}")
+    meta, weights, train_state = native.load_checkpoint(path, is_global=placement.is_global)
+    if meta["world_size"] != flow.env.get_world_size() or meta["optim_name"] != args.optim_name:
+        raise native.CheckpointError(
+            f"{path}: saved with world size {meta['world_size']} and {meta['optim_name']}, "
+            f"cannot resume with world size {flow.env.get_world_size()} and {args.optim_name}")
+    (model.module if hasattr(model, "module") else model).load_state_dict(weights)
+    runner.load_state_dict(train_state)
+    train_loader.load_state_dict(meta["data"])
+    log(f"resumed from {path} at step {meta['step']}")
+    return meta["step"]
