@@ -1,0 +1,666 @@
+"""Masked-LM + next-sentence pre-training records, the algorithm of Google BERT's create_pretraining_data.py.
+
+Follows Devlin et al. 2018 (BERT, section 3.1 and appendix A.2) and Google's reference script:
+- each document is cut into chunks of consecutive sentences that fill a target length of seq_length - 3
+  tokens, or, with probability short_seq_prob, a random length in [2, seq_length - 3];
+- a chunk is split at a random sentence boundary into A and B; with probability 0.5 B is replaced by
+  text from a random position of another document (next_sentence_labels = 1, Google's convention)
+  and the unused sentences are put back;
+- the longer of A and B loses tokens from a randomly chosen end until the pair fits;
+- num_to_predict = min(max_predictions_per_seq, max(1, round(len(tokens) * masked_lm_prob))) positions,
+  never [CLS] or [SEP], are masked: 80% [MASK], 10% unchanged, 10% a random vocab token; with
+  --do_whole_word_mask all WordPieces of a word are chosen together;
+- the whole corpus is masked dupe_factor times with different masks (static masking).
+
+Deliberate differences from the reference script, for scale:
+- streaming: documents are read in shards of about --shard_chars characters; the random "next"
+  segment is drawn from another document of the same shard, so memory holds a few shards, not the corpus;
+- shards run on --num_workers processes; shard k of each split uses a seed derived from
+  (--random_seed, split, k), so the bytes written depend on the seed and the input only, not on the
+  worker count;
+- the short target length is redrawn for every instance, not once per document (once per document
+  makes every instance of a long book short in 10% of the passes);
+- a chunk of a single sentence (a long sentence, or the last one of a document) is cut inside the
+  sentence when B is the actual next text; the reference script always pairs it with a random B,
+  which pushes the random share several points above the 50% the paper describes;
+- validation documents are masked once (dupe_factor 1);
+- masking is vectorized with numpy over a whole shard.
+
+Records are written in the seed's OFRecord format (dataset.pretraining_schema) with dataset.PartWriter,
+dealt round-robin over --num_parts files and then shuffled within each part. Documents drawn with
+probability --val_fraction are held out and written to OUT_DIR/val/part-*. OUT_DIR/summary.json is
+written last.
+
+    python -m utils.data.create_pretraining_data --input_file CORPUS --output_dir OUT --vocab_file VOCAB
+"""
+import argparse
+import bisect
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+import dataset
+from oneflow.core.record import record_pb2
+from utils.data import tokenization
+from utils.data.sentences import CorpusError, ReadStats, iter_text_documents, list_input_files, split_document
+
+TRAIN, VAL = "train", "val"
+SUMMARY_FILE = "summary.json"
+
+
+class OptionError(ValueError):
+    """A bad command-line value; the message names the flag."""
+
+
+@dataclass(frozen=True)
+class Options:
+    seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    masked_lm_prob: float = 0.15
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 10
+    do_whole_word_mask: bool = False
+    random_seed: int = 12345
+    do_lower_case: bool = True
+
+    def check(self):
+        if self.seq_length < 5:
+            raise OptionError(f"--max_seq_length {self.seq_length} is too short (needs [CLS] A [SEP] B [SEP])")
+        if self.max_predictions_per_seq < 1 or self.max_predictions_per_seq > self.seq_length:
+            raise OptionError(
+                f"--max_predictions_per_seq {self.max_predictions_per_seq} must be in [1, --max_seq_length "
+                f"{self.seq_length}]"
+            )
+        if not 0 < self.masked_lm_prob < 1:
+            raise OptionError(f"--masked_lm_prob {self.masked_lm_prob} must be in (0, 1)")
+        if not 0 <= self.short_seq_prob <= 1:
+            raise OptionError(f"--short_seq_prob {self.short_seq_prob} must be in [0, 1]")
+        if self.dupe_factor < 1:
+            raise OptionError(f"--dupe_factor {self.dupe_factor} must be at least 1")
+
+
+@dataclass
+class Vocab:
+    """What masking needs from vocab.txt: special ids, size, and which ids are '##' continuations."""
+
+    size: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    is_continuation: np.ndarray
+
+    @classmethod
+    def load(cls, vocab_file):
+        tokens = tokenization.load_vocab(vocab_file)
+        index = {t: i for i, t in enumerate(tokens)}
+        return cls(len(tokens), index["[CLS]"], index["[SEP]"], index["[MASK]"],
+                   np.array([t.startswith("##") for t in tokens], dtype=bool))
+
+
+@dataclass
+class Document:
+    """One tokenized document: all token ids in a flat array; sentence s is tokens[bounds[s]:bounds[s+1]]."""
+
+    tokens: np.ndarray
+    bounds: list
+
+    @property
+    def num_sentences(self):
+        return len(self.bounds) - 1
+
+
+# ---------------------------------------------------------------- per-shard work (runs in the workers)
+
+_worker = {}
+
+
+def init_worker(vocab_file, options, preprocess, limit_threads):
+    """Pool initializer: every worker loads the tokenizer once."""
+    if limit_threads:
+        os.environ["RAYON_NUM_THREADS"] = "1"
+    _worker["tokenizer"] = tokenization.load_wordpiece_tokenizer(vocab_file, options.do_lower_case)
+    _worker["vocab"] = Vocab.load(vocab_file)
+    _worker["options"] = options
+    _worker["preprocess"] = preprocess
+
+
+def shard_rngs(random_seed, split, shard_index):
+    """(random.Random for scalar draws, numpy Generator for vectorized draws) of one shard."""
+    seq = np.random.SeedSequence([random_seed, 0 if split == TRAIN else 1, shard_index])
+    scalar_seed, vector_seed = seq.spawn(2)
+    return random.Random(int(scalar_seed.generate_state(1)[0])), np.random.default_rng(vector_seed)
+
+
+def tokenize_documents(tokenizer, documents):
+    """Lists of sentences -> Documents; empty sentences and documents are dropped."""
+    sentences = [s for doc in documents for s in doc]
+    encoded = [e.ids for e in tokenizer.encode_batch(sentences, add_special_tokens=False)]
+    out, position = [], 0
+    for doc in documents:
+        pieces = [ids for ids in encoded[position:position + len(doc)] if ids]
+        position += len(doc)
+        if pieces:
+            lengths = [len(p) for p in pieces]
+            flat = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int32, count=sum(lengths))
+            out.append(Document(flat, [0] + list(itertools.accumulate(lengths))))
+    return out
+
+
+def pick_target_length(rng, max_num_tokens, short_seq_prob):
+    if rng.random() < short_seq_prob:
+        return rng.randint(2, max_num_tokens)
+    return max_num_tokens
+
+
+def random_segment(documents, doc_index, target_length, rng):
+    """(doc, start, end) token span of whole sentences from a random point of another document."""
+    other = doc_index
+    for _ in range(10):  # as in the reference script: 10 tries to avoid the same document
+        other = rng.randint(0, len(documents) - 1)
+        if other != doc_index:
+            break
+    doc = documents[other]
+    first = rng.randint(0, doc.num_sentences - 1)
+    bounds = doc.bounds
+    last = bisect.bisect_left(bounds, bounds[first] + target_length, lo=first + 1)
+    last = min(max(last, first + 1), doc.num_sentences)
+    return other, bounds[first], bounds[last]
+
+
+def truncate_pair(a, b, max_num_tokens, rng):
+    """Shortens spans [lo, hi) of A and B, always the longer one, from a random end (reference script)."""
+    a_lo, a_hi = a
+    b_lo, b_hi = b
+    while (a_hi - a_lo) + (b_hi - b_lo) > max_num_tokens:
+        front = rng.random() < 0.5
+        if a_hi - a_lo > b_hi - b_lo:
+            a_lo, a_hi = (a_lo + 1, a_hi) if front else (a_lo, a_hi - 1)
+        else:
+            b_lo, b_hi = (b_lo + 1, b_hi) if front else (b_lo, b_hi - 1)
+    return (a_lo, a_hi), (b_lo, b_hi)
+
+
+def split_chunk(bounds, chunk_start, chunk_end, rng):
+    """(A span, B span or None, sentence where an unused rest starts, forced) of sentences
+    [chunk_start, chunk_end]. B is None when it must come from another document."""
+    num_segments = chunk_end + 1 - chunk_start
+    if num_segments >= 2:
+        a_end = chunk_start + rng.randint(1, num_segments - 1)
+        a_span = (bounds[chunk_start], bounds[a_end])
+        if rng.random() < 0.5:
+            return a_span, None, a_end, False
+        return a_span, (bounds[a_end], bounds[chunk_end + 1]), chunk_end + 1, False
+    lo, hi = bounds[chunk_start], bounds[chunk_end + 1]
+    if hi - lo < 2:
+        return (lo, hi), None, chunk_end + 1, True
+    if rng.random() < 0.5:
+        return (lo, hi), None, chunk_end + 1, False
+    cut = lo + rng.randint(1, hi - lo - 1)
+    return (lo, cut), (cut, hi), chunk_end + 1, False
+
+
+def instances_from_document(documents, doc_index, options, rng, out):
+    """Appends (doc_a, a_lo, a_hi, doc_b, b_lo, b_hi, is_random_next, forced) spans for one document."""
+    doc = documents[doc_index]
+    bounds, count = doc.bounds, doc.num_sentences
+    max_num_tokens = options.seq_length - 3
+    target = pick_target_length(rng, max_num_tokens, options.short_seq_prob)
+    chunk_start, i = 0, 0
+    while i < count:
+        if i == count - 1 or bounds[i + 1] - bounds[chunk_start] >= target:
+            a_span, b_span, next_start, forced = split_chunk(bounds, chunk_start, i, rng)
+            if b_span is None:
+                b_doc, b_lo, b_hi = random_segment(documents, doc_index, target - (a_span[1] - a_span[0]), rng)
+            else:
+                b_doc, (b_lo, b_hi) = doc_index, b_span
+            (a_lo, a_hi), (b_lo, b_hi) = truncate_pair(a_span, (b_lo, b_hi), max_num_tokens, rng)
+            out.append((doc_index, a_lo, a_hi, b_doc, b_lo, b_hi, b_span is None, forced))
+            chunk_start = i = next_start  # sentences not used after a random B start the next chunk
+            target = pick_target_length(rng, max_num_tokens, options.short_seq_prob)
+        else:
+            i += 1
+
+
+def assemble(documents, spans, seq_length, vocab):
+    """Spans -> input_ids [n, seq] with [CLS] A [SEP] B [SEP], plus lengths and the index where B starts."""
+    n = len(spans)
+    input_ids = np.zeros((n, seq_length), dtype=np.int32)
+    lengths = np.empty(n, dtype=np.int64)
+    b_starts = np.empty(n, dtype=np.int64)
+    for row, (da, a_lo, a_hi, db, b_lo, b_hi, _, _) in enumerate(spans):
+        la, lb = a_hi - a_lo, b_hi - b_lo
+        ids = input_ids[row]
+        ids[0] = vocab.cls_id
+        ids[1:1 + la] = documents[da].tokens[a_lo:a_hi]
+        ids[1 + la] = vocab.sep_id
+        ids[2 + la:2 + la + lb] = documents[db].tokens[b_lo:b_hi]
+        ids[2 + la + lb] = vocab.sep_id
+        lengths[row], b_starts[row] = 3 + la + lb, 2 + la
+    return input_ids, lengths, b_starts
+
+
+def num_to_predict(lengths, options):
+    wanted = np.round(lengths * options.masked_lm_prob).astype(np.int64)  # round half to even, as Python's round
+    return np.minimum(options.max_predictions_per_seq, np.maximum(1, wanted))
+
+
+def candidate_mask(lengths, b_starts, seq_length):
+    """True where a token may be masked: inside the sequence and not [CLS] or either [SEP]."""
+    position = np.arange(seq_length)
+    return (position > 0) & (position < lengths[:, None] - 1) & (position != b_starts[:, None] - 1)
+
+
+def choose_positions(candidates, counts, max_predictions, rng):
+    """Per row, `counts` candidate positions chosen uniformly without replacement, ascending, 0-padded."""
+    keys = rng.random(candidates.shape)
+    keys[~candidates] = 2.0  # never chosen before a candidate
+    chosen = np.argsort(keys, axis=1)[:, :max_predictions]
+    valid = np.arange(max_predictions) < counts[:, None]
+    positions = np.sort(np.where(valid, chosen, candidates.shape[1]), axis=1)
+    return np.where(valid, positions, 0), valid
+
+
+def choose_whole_word_positions(input_ids, candidates, counts, max_predictions, vocab, rng):
+    """Whole-word masking: words (a piece plus its '##' pieces) are picked in random order; a word that
+    would exceed the count is skipped, as in the reference script."""
+    n = len(input_ids)
+    positions = np.zeros((n, max_predictions), dtype=np.int64)
+    valid = np.zeros((n, max_predictions), dtype=bool)
+    continuation = vocab.is_continuation[input_ids] & candidates & np.roll(candidates, 1, axis=1)
+    for row in range(n):
+        words = []
+        for p in np.flatnonzero(candidates[row]).tolist():
+            if continuation[row, p] and words:
+                words[-1].append(p)
+            else:
+                words.append([p])
+        rng.shuffle(words)
+        picked = []
+        for word in words:
+            if len(picked) >= counts[row]:
+                break
+            if len(picked) + len(word) <= counts[row]:
+                picked += word
+        picked.sort()
+        positions[row, :len(picked)] = picked
+        valid[row, :len(picked)] = True
+    return positions, valid
+
+
+def apply_masking(input_ids, positions, valid, vocab, rng):
+    """80% [MASK], 10% unchanged, 10% random id, in place. Returns (original ids, kind 0/1/2 per slot)."""
+    original = np.where(valid, np.take_along_axis(input_ids, positions, axis=1), 0)
+    draw = rng.random(valid.shape)
+    kind = np.where(draw < 0.8, 0, np.where(draw < 0.9, 1, 2))
+    random_ids = rng.integers(0, vocab.size, size=valid.shape, dtype=np.int64)
+    replacement = np.select([kind == 0, kind == 1], [vocab.mask_id, original], random_ids)
+    rows, slots = np.nonzero(valid)
+    input_ids[rows, positions[rows, slots]] = replacement[rows, slots]
+    return original, kind
+
+
+def encode_canonical(features):
+    """dataset.encode_record with the feature map in sorted key order. Protobuf writes map entries in a
+    per-process hash order, so without this equal records from two runs differ in bytes."""
+    return record_pb2.OFRecord.FromString(dataset.encode_record(features)).SerializeToString(deterministic=True)
+
+
+def encode_instances(input_ids, lengths, b_starts, positions, original, valid, next_labels, order):
+    """Serialized OFRecords in the seed's pretraining schema, in the given row order."""
+    seq_length = input_ids.shape[1]
+    position = np.arange(seq_length)
+    input_mask = (position < lengths[:, None]).astype(np.int32)
+    segment_ids = ((position >= b_starts[:, None]) & (position < lengths[:, None])).astype(np.int32)
+    positions = positions.astype(np.int32)
+    original = original.astype(np.int32)
+    weights = valid.astype(np.float32)
+    return [
+        encode_canonical({
+            "input_ids": input_ids[i],
+            "input_mask": input_mask[i],
+            "segment_ids": segment_ids[i],
+            "masked_lm_positions": positions[i],
+            "masked_lm_ids": original[i],
+            "masked_lm_weights": weights[i],
+            "next_sentence_labels": next_labels[i:i + 1],
+        })
+        for i in order
+    ]
+
+
+def empty_stats():
+    return {"documents": 0, "sentences": 0, "corpus_tokens": 0, "instances": 0, "tokens": 0,
+            "masked": 0, "masked_mask": 0, "masked_kept": 0, "masked_random": 0,
+            "nsp_random": 0, "nsp_forced_random": 0}
+
+
+def make_instances(documents, options, vocab, split, shard_index, dupe_factor):
+    """Tokenized documents of one shard -> (shuffled serialized records, stats)."""
+    scalar_rng, vector_rng = shard_rngs(options.random_seed, split, shard_index)
+    spans = []
+    order = list(range(len(documents)))
+    scalar_rng.shuffle(order)
+    for _ in range(dupe_factor):
+        for doc_index in order:
+            instances_from_document(documents, doc_index, options, scalar_rng, spans)
+    input_ids, lengths, b_starts = assemble(documents, spans, options.seq_length, vocab)
+    candidates = candidate_mask(lengths, b_starts, options.seq_length)
+    counts = np.minimum(num_to_predict(lengths, options), candidates.sum(axis=1))
+    if options.do_whole_word_mask:
+        positions, valid = choose_whole_word_positions(
+            input_ids, candidates, counts, options.max_predictions_per_seq, vocab, scalar_rng)
+    else:
+        positions, valid = choose_positions(candidates, counts, options.max_predictions_per_seq, vector_rng)
+    original, kind = apply_masking(input_ids, positions, valid, vocab, vector_rng)
+    next_labels = np.array([s[6] for s in spans], dtype=np.int32)
+    records = encode_instances(input_ids, lengths, b_starts, positions, original, valid, next_labels,
+                               vector_rng.permutation(len(spans)))
+    stats = empty_stats()
+    stats.update(
+        instances=len(spans), tokens=int(lengths.sum()), masked=int(valid.sum()),
+        masked_mask=int((valid & (kind == 0)).sum()), masked_kept=int((valid & (kind == 1)).sum()),
+        masked_random=int((valid & (kind == 2)).sum()), nsp_random=int(next_labels.sum()),
+        nsp_forced_random=sum(1 for s in spans if s[7]),
+    )
+    return records, stats
+
+
+def process_shard(task):
+    """Worker entry point: (split, shard_index, raw documents) -> (split, records, stats)."""
+    split, shard_index, raw_documents = task
+    options = _worker["options"]
+    preprocess = _worker["preprocess"]
+    sentences = [preprocess(d) for d in raw_documents] if preprocess else raw_documents
+    documents = tokenize_documents(_worker["tokenizer"], sentences)
+    dupe_factor = options.dupe_factor if split == TRAIN else 1
+    if documents:
+        records, stats = make_instances(documents, options, _worker["vocab"], split, shard_index, dupe_factor)
+    else:
+        records, stats = [], empty_stats()
+    stats["documents"] = len(documents)
+    stats["sentences"] = sum(d.num_sentences for d in documents)
+    stats["corpus_tokens"] = sum(len(d.tokens) for d in documents)
+    return split, records, stats
+
+
+# ---------------------------------------------------------------- orchestration (main process)
+
+
+def document_size(document):
+    return len(document) if isinstance(document, str) else sum(len(line) for line in document)
+
+
+def shard_tasks(documents, random_seed, val_fraction, shard_chars):
+    """Groups the document stream into (split, shard_index, documents) tasks; held-out documents are
+    drawn with probability val_fraction from a stream seeded by random_seed."""
+    chooser = random.Random(int(np.random.SeedSequence([random_seed, 2]).generate_state(1)[0]))
+    pending = {TRAIN: [], VAL: []}
+    sizes = {TRAIN: 0, VAL: 0}
+    next_index = {TRAIN: 0, VAL: 0}
+    for document in documents:
+        split = VAL if chooser.random() < val_fraction else TRAIN
+        pending[split].append(document)
+        sizes[split] += document_size(document)
+        if sizes[split] >= shard_chars:
+            yield split, next_index[split], pending[split]
+            pending[split], sizes[split] = [], 0
+            next_index[split] += 1
+    for split in (TRAIN, VAL):
+        if pending[split]:
+            yield split, next_index[split], pending[split]
+
+
+class PartBuckets:
+    """Records of one split dealt round-robin into temp files, then shuffled into part-0 .. part-{n-1}."""
+
+    def __init__(self, tmp_dir, split, num_parts, rng):
+        self.num_parts = num_parts
+        self.rng = rng
+        self.paths = [os.path.join(tmp_dir, f"{split}-{i}") for i in range(num_parts)]
+        self.files = [open(p, "wb") for p in self.paths]
+        self.count = 0
+
+    def add(self, records):
+        for record in records:
+            self.files[self.count % self.num_parts].write(dataset.frame(record))
+            self.count += 1
+
+    def write_parts(self, directory, written):
+        """Each bucket -> a shuffled part file (PartWriter: temp name, then rename). Returns counts."""
+        for f in self.files:
+            f.close()
+        os.makedirs(directory, exist_ok=True)
+        counts = []
+        for i, path in enumerate(self.paths):
+            offsets, lengths = dataset.scan_offsets(path)
+            part = os.path.join(directory, f"{dataset.PART_PREFIX}{i}")
+            with open(path, "rb") as src, dataset.PartWriter(part) as writer:
+                for j in self.rng.permutation(len(offsets)):
+                    src.seek(offsets[j])
+                    writer.write_payload(src.read(int(lengths[j])))
+            written.append(part)
+            counts.append(len(offsets))
+            os.remove(path)
+        return counts
+
+    def close(self):
+        for f in self.files:
+            f.close()
+
+
+def existing_outputs(output_dir):
+    names = [os.path.join(output_dir, n) for n in sorted(os.listdir(output_dir))] if os.path.isdir(output_dir) else []
+    val_dir = os.path.join(output_dir, "val")
+    if os.path.isdir(val_dir):
+        names += [os.path.join(val_dir, n) for n in sorted(os.listdir(val_dir))]
+    return [p for p in names if os.path.basename(p).startswith(dataset.PART_PREFIX) or p.endswith(SUMMARY_FILE)]
+
+
+def run_shards(tasks, vocab_file, options, preprocess, num_workers, consume):
+    """Runs process_shard over the tasks, in order, with at most 2 shards per worker in flight."""
+    if num_workers <= 1:
+        init_worker(vocab_file, options, preprocess, limit_threads=False)
+        for task in tasks:
+            consume(process_shard(task))
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(num_workers, initializer=init_worker,
+                      initargs=(vocab_file, options, preprocess, True)) as pool:
+        in_flight = deque()
+        for task in tasks:
+            in_flight.append(pool.apply_async(process_shard, (task,)))
+            while len(in_flight) >= 2 * num_workers or (in_flight and in_flight[0].ready()):
+                consume(in_flight.popleft().get())
+        while in_flight:
+            consume(in_flight.popleft().get())
+
+
+def fraction(numerator, denominator):
+    return round(numerator / denominator, 6) if denominator else 0.0
+
+
+def split_summary(stats, counts):
+    return {
+        "documents": stats["documents"], "sentences": stats["sentences"], "corpus_tokens": stats["corpus_tokens"],
+        "instances": stats["instances"], "tokens": stats["tokens"], "parts": counts,
+        "masked_fraction": fraction(stats["masked"], stats["tokens"]),
+        "masked_replacement": {
+            "mask": fraction(stats["masked_mask"], stats["masked"]),
+            "kept": fraction(stats["masked_kept"], stats["masked"]),
+            "random": fraction(stats["masked_random"], stats["masked"]),
+        },
+        "nsp_random_fraction": fraction(stats["nsp_random"], stats["instances"]),
+        "nsp_forced_random_fraction": fraction(stats["nsp_forced_random"], stats["instances"]),
+    }
+
+
+def write_json_atomic(path, obj):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def create_pretraining_data(documents, output_dir, vocab_file, options=Options(), num_workers=1, num_parts=1,
+                            val_fraction=0.0, num_val_parts=1, preprocess=None, shard_chars=4_000_000,
+                            overwrite=False, read_stats=None, progress_total=None, extra_summary=None):
+    """Document stream -> OUT_DIR/part-*, OUT_DIR/val/part-*, OUT_DIR/summary.json. Returns the summary.
+
+    `documents` yields lists of sentences (or raw documents that `preprocess`, a picklable function,
+    turns into lists of sentences inside the workers).
+    """
+    started = time.time()
+    options.check()
+    if num_parts < 1:
+        raise OptionError(f"--num_parts {num_parts} must be at least 1")
+    if num_val_parts < 1:
+        raise OptionError(f"--num_val_parts {num_val_parts} must be at least 1")
+    if not 0 <= val_fraction < 1:
+        raise OptionError(f"--val_fraction {val_fraction} must be in [0, 1)")
+    if num_workers < 1:
+        raise OptionError(f"--num_workers {num_workers} must be at least 1")
+    Vocab.load(vocab_file)  # fails early on a vocab without [CLS]/[SEP]/[MASK]
+    old = existing_outputs(output_dir)
+    if old and not overwrite:
+        raise OptionError(f"--output_dir {output_dir} already holds {old[0]}; remove it or pass --overwrite")
+    for path in old:
+        os.remove(path)
+    os.makedirs(output_dir, exist_ok=True)
+    read_stats = read_stats or ReadStats()
+    tmp_dir = os.path.join(output_dir, f".tmp-create-{os.getpid()}")
+    os.makedirs(tmp_dir)
+    order_rng = np.random.default_rng(np.random.SeedSequence([options.random_seed, 3]))
+    buckets = {TRAIN: PartBuckets(tmp_dir, TRAIN, num_parts, order_rng),
+               VAL: PartBuckets(tmp_dir, VAL, num_val_parts, order_rng)}
+    totals = {TRAIN: empty_stats(), VAL: empty_stats()}
+    bar = tqdm(total=progress_total, unit="B", unit_scale=True, desc="create_pretraining_data")
+    written = []
+
+    def consume(result):
+        split, records, stats = result
+        buckets[split].add(records)
+        for key, value in stats.items():
+            totals[split][key] += value
+        bar.update(read_stats.bytes_read - bar.n)
+        bar.set_postfix(docs=totals[TRAIN]["documents"] + totals[VAL]["documents"],
+                        instances=buckets[TRAIN].count + buckets[VAL].count)
+
+    try:
+        tasks = shard_tasks(documents, options.random_seed, val_fraction, shard_chars)
+        run_shards(tasks, vocab_file, options, preprocess, num_workers, consume)
+        bar.close()
+        if totals[TRAIN]["instances"] == 0:
+            raise CorpusError("the corpus is empty: no training document with text was found")
+        if buckets[TRAIN].count < num_parts:
+            raise OptionError(f"--num_parts {num_parts} is more than the {buckets[TRAIN].count} training instances")
+        if 0 < buckets[VAL].count < num_val_parts:
+            raise OptionError(f"--num_val_parts {num_val_parts} is more than the {buckets[VAL].count} "
+                              f"validation instances")
+        train_counts = buckets[TRAIN].write_parts(output_dir, written)
+        val_counts = buckets[VAL].write_parts(os.path.join(output_dir, "val"), written) if buckets[VAL].count else []
+        summary = {
+            "format": "OFRecord part-N files, dataset.pretraining_schema(seq_length, max_predictions_per_seq)",
+            **asdict(options),
+            "vocab_file": vocab_file,
+            "num_workers": num_workers,
+            "val_fraction": val_fraction,
+            "non_utf8_lines_skipped": read_stats.non_utf8_lines,
+            "train": split_summary(totals[TRAIN], train_counts),
+            "val": split_summary(totals[VAL], val_counts),
+            "seconds": round(time.time() - started, 2),
+            **(extra_summary or {}),
+        }
+        write_json_atomic(os.path.join(output_dir, SUMMARY_FILE), summary)
+    except BaseException:
+        bar.close()
+        for path in written:
+            os.remove(path)
+        raise
+    finally:
+        for b in buckets.values():
+            b.close()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return summary
+
+
+def slice_documents(documents, skip, limit):
+    """Documents [skip, skip + limit) of a stream; limit None means to the end."""
+    return itertools.islice(documents, skip, None if limit is None else skip + limit)
+
+
+def add_options_arguments(parser):
+    """The flags of Google's script (same names and defaults) plus the pipeline's own."""
+    parser.add_argument("--vocab_file", required=True, help="WordPiece vocab.txt")
+    parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--max_predictions_per_seq", type=int, default=20)
+    parser.add_argument("--random_seed", type=int, default=12345)
+    parser.add_argument("--dupe_factor", type=int, default=10, help="masked copies of each training document")
+    parser.add_argument("--masked_lm_prob", type=float, default=0.15)
+    parser.add_argument("--short_seq_prob", type=float, default=0.1)
+    parser.add_argument("--do_whole_word_mask", action="store_true")
+    parser.add_argument("--num_workers", type=int, default=os.cpu_count())
+    parser.add_argument("--num_parts", type=int, default=8, help="training part files")
+    parser.add_argument("--val_fraction", type=float, default=0.0, help="share of documents held out for val/")
+    parser.add_argument("--num_val_parts", type=int, default=1)
+    parser.add_argument("--shard_chars", type=int, default=4_000_000,
+                        help="characters of text per shard (the window the random next sentence comes from)")
+    parser.add_argument("--skip_documents", type=int, default=0, help="start at this document of the input")
+    parser.add_argument("--max_documents", type=int, default=None, help="use at most this many documents")
+    parser.add_argument("--overwrite", action="store_true", help="replace part files already in --output_dir")
+
+
+def options_from_args(args):
+    return Options(seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
+                   masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob,
+                   dupe_factor=args.dupe_factor, do_whole_word_mask=args.do_whole_word_mask,
+                   random_seed=args.random_seed, do_lower_case=args.do_lower_case)
+
+
+def print_summary(summary, output_dir):
+    train, val = summary["train"], summary["val"]
+    print(f"wrote {train['instances']} training instances in {len(train['parts'])} parts and "
+          f"{val['instances']} validation instances to {output_dir} in {summary['seconds']} s "
+          f"(masked {train['masked_fraction']:.4f}, NSP random {train['nsp_random_fraction']:.4f})")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input_file", required=True,
+                        help="Google's format (one sentence per line, blank line between documents): "
+                             ".txt, .txt.gz or a folder of them")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--split_sentences", action="store_true",
+                        help="input lines are paragraphs: split them into sentences first")
+    add_options_arguments(parser)
+    args = parser.parse_args(argv)
+    stats = ReadStats()
+    try:
+        paths = list_input_files(args.input_file)
+        documents = slice_documents(iter_text_documents(paths, stats), args.skip_documents, args.max_documents)
+        summary = create_pretraining_data(
+            documents, args.output_dir, args.vocab_file, options_from_args(args), num_workers=args.num_workers,
+            num_parts=args.num_parts, val_fraction=args.val_fraction, num_val_parts=args.num_val_parts,
+            preprocess=split_document if args.split_sentences else None, shard_chars=args.shard_chars,
+            overwrite=args.overwrite, read_stats=stats, progress_total=sum(os.path.getsize(p) for p in paths),
+            extra_summary={"input": args.input_file, "skip_documents": args.skip_documents,
+                           "max_documents": args.max_documents},
+        )
+    except (CorpusError, OptionError, tokenization.VocabError, dataset.DataError) as e:
+        sys.exit(f"error: {e}")
+    print_summary(summary, args.output_dir)
+
+
+if __name__ == "__main__":
+    main()
