@@ -126,6 +126,24 @@ def _answer_words(qa, words, char_to_word):
     return text, start, end
 
 
+def _make_example(qa, words, char_to_word, context_index, is_training, version_2_with_negative, path):
+    """One question -> SquadExample; None for a training answer that is not where answer_start says."""
+    example = SquadExample(qa["id"], qa["question"], words, context_index)
+    if not is_training:
+        return example
+    example.is_impossible = bool(version_2_with_negative and qa.get("is_impossible", False))
+    if example.is_impossible:
+        return example
+    if not qa.get("answers"):
+        raise SquadDataError(
+            f"{path}: question {qa['id']} has no answer; pass --version_2_with_negative for SQuAD v2.0 data")
+    found = _answer_words(qa, words, char_to_word)
+    if found is None:
+        return None
+    example.orig_answer_text, example.start_position, example.end_position = found
+    return example
+
+
 def read_squad_examples(path, is_training, version_2_with_negative=False):
     """SQuAD JSON -> list of SquadExample in file order.
 
@@ -138,26 +156,20 @@ def read_squad_examples(path, is_training, version_2_with_negative=False):
             articles = json.load(f)["data"]
     except (OSError, ValueError, KeyError) as e:
         raise SquadDataError(f"{path}: not a readable SQuAD JSON file with a 'data' list ({e})") from None
-    examples, skipped, context_index = [], 0, 0
-    for article in articles:
-        for paragraph in article["paragraphs"]:
+    examples, skipped = [], 0
+    try:
+        paragraphs = [paragraph for article in articles for paragraph in article["paragraphs"]]
+        for context_index, paragraph in enumerate(paragraphs):
             words, char_to_word = split_words(paragraph["context"])
             for qa in paragraph["qas"]:
-                example = SquadExample(qa["id"], qa["question"], words, context_index)
-                if is_training:
-                    example.is_impossible = bool(version_2_with_negative and qa.get("is_impossible", False))
-                    if not example.is_impossible:
-                        if not qa.get("answers"):
-                            raise SquadDataError(
-                                f"{path}: question {qa['id']} has no answer; pass --version_2_with_negative "
-                                "for SQuAD v2.0 data")
-                        found = _answer_words(qa, words, char_to_word)
-                        if found is None:
-                            skipped += 1
-                            continue
-                        example.orig_answer_text, example.start_position, example.end_position = found
-                examples.append(example)
-            context_index += 1
+                example = _make_example(qa, words, char_to_word, context_index, is_training,
+                                        version_2_with_negative, path)
+                if example is None:
+                    skipped += 1
+                else:
+                    examples.append(example)
+    except KeyError as e:
+        raise SquadDataError(f"{path}: a SQuAD article, paragraph or question lacks the field {e}") from None
     if skipped:
         print(f"{path}: skipped {skipped} training questions whose answer text is not at its answer_start",
               file=sys.stderr)
