@@ -66,12 +66,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        checkpoint = read_checkpoint(args.model_load_dir, args.init_format)
+        fmt = resolve_format(args.model_load_dir, args.init_format)
+        checkpoint = read_checkpoint(args.model_load_dir, fmt)
         config = BertConfig.from_json_file(args.bert_config_file) if args.bert_config_file else checkpoint[0]
         if config is None:
             raise CheckpointError(f"{args.model_load_dir}: checkpoint has no config; pass --bert_config_file")
         eager, lazy = BertForPreTraining(config), BertForPreTraining(config)
-        eager_report = load_into(eager, checkpoint, args.model_load_dir)
+        eager_report = load_into(eager, checkpoint, args.model_load_dir, fmt)
         lazy_report = load_params_from_lazy(lazy, args.lazy_dir)
     except CheckpointError as e:
         sys.exit(f"error: {e}")

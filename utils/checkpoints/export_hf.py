@@ -13,7 +13,7 @@ import modeling
 from modeling import BertConfig
 from utils.checkpoints import CheckpointError
 from utils.checkpoints.hf import EXPORTABLE, export_hf
-from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint
+from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint, resolve_format
 
 
 def architecture_for(state):
@@ -38,7 +38,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        checkpoint = read_checkpoint(args.model_load_dir, args.init_format)
+        fmt = resolve_format(args.model_load_dir, args.init_format)
+        checkpoint = read_checkpoint(args.model_load_dir, fmt)
         config = BertConfig.from_json_file(args.bert_config_file) if args.bert_config_file else checkpoint[0]
         if config is None:
             raise CheckpointError(f"{args.model_load_dir}: checkpoint has no config; pass --bert_config_file")
@@ -46,7 +47,7 @@ def main(argv=None):
         if architecture == "auto":
             architecture = architecture_for(checkpoint[1])
         model = getattr(modeling, architecture)(config)
-        report = load_into(model, checkpoint, args.model_load_dir)
+        report = load_into(model, checkpoint, args.model_load_dir, fmt)
     except CheckpointError as e:
         sys.exit(f"error: {e}")
     print(report.summary())

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import oneflow as flow
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from modeling import BertConfig
 from utils.checkpoints import (
@@ -91,8 +91,10 @@ def write_hf(state, config, out_dir, architecture, vocab_file=None):
         raise CheckpointError(f"{out_dir}: a BertForPreTraining export needs {WORD_EMBEDDINGS} and {MLM_BIAS}")
     os.makedirs(out_dir, exist_ok=True)
     tensors = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in hf_names(state, architecture).items()}
-    # transformers refuses safetensors files whose metadata lacks format=pt.
-    save_file(tensors, os.path.join(out_dir, WEIGHTS_FILE), metadata={"format": "pt"})
+    # transformers refuses safetensors files whose metadata lacks format=pt. Serializing to bytes
+    # and writing them ourselves keeps the usual file permissions (save_file makes them 0600).
+    with open(os.path.join(out_dir, WEIGHTS_FILE), "wb") as f:
+        f.write(save(tensors, metadata={"format": "pt"}))
     with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
         json.dump(hf_config_dict(config, architecture), f, indent=2, sort_keys=True)
     if vocab_file:

@@ -51,10 +51,9 @@ SPECIAL_NAMES = {
     "qa_outputs.weight": "cls-squad-output-weight",
     "qa_outputs.bias": "cls-squad-output-bias",
 }
-# Other spellings of the heads found in lazy snapshots (a modified branch, Google-style SQuAD).
+# Google-style SQuAD head names. (A modified branch's `cls-seq_relationship-weight`/`-bias`
+# already map by the generic rule.)
 EXTRA_LAZY_NAMES = {
-    "cls-seq_relationship-weight": "cls.seq_relationship.weight",
-    "cls-seq_relationship-bias": "cls.seq_relationship.bias",
     "cls-squad-output_weights": "qa_outputs.weight",
     "cls-squad-output_bias": "qa_outputs.bias",
 }

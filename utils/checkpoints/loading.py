@@ -9,10 +9,11 @@ Formats:
 
 Typical use in a script (before `to_global`):
 
-    checkpoint = read_checkpoint(args.model_load_dir, args.init_format)  # (config or None, weights)
+    fmt = resolve_format(args.model_load_dir, args.init_format)         # "oneflow" | "hf" | "lazy"
+    checkpoint = read_checkpoint(args.model_load_dir, fmt)               # (config or None, weights)
     config = resolve_config(checkpoint[0], explicit_shape_flags, defaults)
     model = BertForQuestionAnswering(config)
-    report = load_into(model, checkpoint, args.model_load_dir)
+    report = load_into(model, checkpoint, args.model_load_dir, fmt)
     print(report.summary())
 
 or, when the config is already known, just `load_pretrained(model, path, init_format)`.
@@ -122,7 +123,8 @@ def read_oneflow(path):
     return config, to_canonical(arrays, model_dir)
 
 
-def checked_format(path, init_format):
+def resolve_format(path, init_format="auto"):
+    """--init_format -> the format to read: detected for "auto", else checked and returned."""
     if init_format not in INIT_FORMATS:
         raise CheckpointError(f"--init_format {init_format!r} is not one of {INIT_FORMATS}")
     if init_format == "auto":
@@ -138,7 +140,7 @@ def read_checkpoint(path, init_format="auto"):
     The canonical naming is defined in utils/checkpoints/__init__.py (BertForPreTraining names
     with the `bert.` prefix, plus `qa_outputs.*`).
     """
-    fmt = checked_format(path, init_format)
+    fmt = resolve_format(path, init_format)
     if fmt == "hf":
         return read_hf(path)
     if fmt == "lazy":
@@ -148,7 +150,7 @@ def read_checkpoint(path, init_format="auto"):
 
 def peek_config(path, init_format="auto"):
     """The checkpoint's BertConfig (None for lazy snapshots and bare state dicts), without reading weights."""
-    fmt = checked_format(path, init_format)
+    fmt = resolve_format(path, init_format)
     if fmt == "hf":
         return read_hf_config(path)
     if fmt == "lazy":
@@ -195,7 +197,8 @@ class LoadReport:
     unused: list = field(default_factory=list)
 
     def summary(self):
-        lines = [f"loaded {len(self.loaded)} tensors from {self.format} checkpoint {self.path}"]
+        kind = f"{self.format} checkpoint" if self.format else "checkpoint"
+        lines = [f"loaded {len(self.loaded)} tensors from {kind} {self.path}"]
         if self.missing:
             lines.append(f"newly initialized ({len(self.missing)}): {', '.join(self.missing)}")
         if self.unused:
@@ -263,5 +266,5 @@ def load_pretrained(model, path, init_format="auto"):
     parameter, a shape mismatch, or an architecture field (heads, activation, eps) that differs
     from the checkpoint's config. Works on local models and on global ones (every rank reads).
     """
-    fmt = checked_format(path, init_format)
+    fmt = resolve_format(path, init_format)
     return load_into(model, read_checkpoint(path, fmt), path, fmt)
