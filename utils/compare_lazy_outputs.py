@@ -16,7 +16,7 @@ import oneflow as flow
 from modeling import BertConfig, BertForPreTraining
 from utils.checkpoints import CheckpointError
 from utils.checkpoints.lazy import read_lazy
-from utils.checkpoints.loading import INIT_FORMATS, load_into, load_state, read_checkpoint
+from utils.checkpoints.loading import INIT_FORMATS, load_into, load_state, read_checkpoint, resolve_format
 
 
 def load_params_from_lazy(model, lazy_dir):
