@@ -207,8 +207,12 @@ def assert_loaded(model, expected, prefix=""):
 
 def test_import_hf_pretraining_with_tied_decoder_and_gamma_beta(tmp_path):
     weights = tiny_weights(BertForPreTraining, 1)
-    tensors = {name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): a
-               for name, a in weights.items()}  # TF-converted spelling
+    tf_spelling = {"LayerNorm.weight": "LayerNorm.gamma", "LayerNorm.bias": "LayerNorm.beta"}
+    tensors = {}
+    for name, array in weights.items():
+        for ours, theirs in tf_spelling.items():
+            name = name.replace(ours, theirs)
+        tensors[name] = array
     tensors["cls.predictions.decoder.weight"] = weights["bert.embeddings.word_embeddings.weight"]
     tensors["cls.predictions.decoder.bias"] = weights["cls.predictions.bias"]
     tensors["bert.embeddings.position_ids"] = np.arange(TINY.max_position_embeddings, dtype=np.int64)[None]
@@ -238,6 +242,15 @@ def test_import_hf_masked_lm_and_qa(tmp_path):
     report = load_pretrained(encoder_only, str(tmp_path / "qa"))
     assert report.unused == ["qa_outputs.bias", "qa_outputs.weight"]
     assert_loaded(encoder_only, {n[len("bert."):]: a for n, a in qa.items() if n.startswith("bert.")})
+
+
+def test_import_float16_weights(tmp_path):
+    weights = tiny_weights(BertModel, 6)
+    write_hf_dir(tmp_path, {n: a.astype(np.float16) for n, a in weights.items()}, "BertModel")
+    model = BertModel(TINY)
+    load_pretrained(model, str(tmp_path))
+    assert model.pooler.dense.weight.dtype == flow.float32
+    assert_loaded(model, {n: a.astype(np.float16).astype(np.float32) for n, a in weights.items()})
 
 
 def test_untied_decoder_is_an_error(tmp_path):
