@@ -109,6 +109,15 @@ def resolve_oneflow_dir(path):
     return os.path.join(path, MODEL_SUBDIR), config_path if os.path.isfile(config_path) else None
 
 
+def read_native_config(config_path):
+    if config_path is None:
+        return None
+    try:
+        return BertConfig.from_json_file(config_path)
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{config_path}: cannot read BertConfig: {e}") from e
+
+
 def read_oneflow(path):
     """A native checkpoint -> (BertConfig or None, canonical {name: array})."""
     model_dir, config_path = resolve_oneflow_dir(path)
@@ -119,8 +128,7 @@ def read_oneflow(path):
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{model_dir}: holds a {type(loaded).__name__}, not a state dict")
     arrays = {name: tensor_to_numpy(t) for name, t in loaded.items() if isinstance(t, flow.Tensor)}
-    config = BertConfig.from_json_file(config_path) if config_path else None
-    return config, to_canonical(arrays, model_dir)
+    return read_native_config(config_path), to_canonical(arrays, model_dir)
 
 
 def resolve_format(path, init_format="auto"):
@@ -155,8 +163,7 @@ def peek_config(path, init_format="auto"):
         return read_hf_config(path)
     if fmt == "lazy":
         return None
-    _, config_path = resolve_oneflow_dir(path)
-    return BertConfig.from_json_file(config_path) if config_path else None
+    return read_native_config(resolve_oneflow_dir(path)[1])
 
 
 def resolve_config(checkpoint_config, explicit_flags, defaults):
