@@ -96,6 +96,8 @@ def add_pretraining_args(parser):
     g.add_argument("--val_print_every_n_iters", type=int, default=100,
                    help="Interval (in training steps) of validation; <= 0 validates only at the end")
     g.add_argument("--val_steps", type=int, default=None, help="Validation batches per evaluation (default: whole set)")
+    g.add_argument("--metrics_file", default=None,
+                   help="Also append every printed train/val line's values at full precision to this JSON-lines file")
     g.add_argument("--checkpoint_path", default="./checkpoints", help="Path to model saving")
     g.add_argument("--save_every_n_iters", type=int, default=1000, help="Checkpoint interval in optimizer steps")
     g.add_argument("--keep_checkpoints", type=int, default=3, help="How many newest checkpoints to keep")

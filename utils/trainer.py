@@ -5,6 +5,7 @@ in how it is run: `EagerRunner` calls it per micro-batch and steps the optimizer
 calls it inside nn.Graph.build and lets the graph accumulate, clip and step. Everything else (data order,
 schedule, logging, validation, checkpoints, resume) is shared by `pretrain()`.
 """
+import json
 import os
 import sys
 import time
@@ -253,6 +254,13 @@ def log(message):
         sys.stdout.flush()
 
 
+def record_metrics(path, kind, values):
+    """Full-precision copy of a printed line, for comparing runs (the log keeps the seed's 3 decimals)."""
+    if path and flow.env.get_rank() == 0:
+        with open(path, "a") as f:
+            f.write(json.dumps(dict(values, kind=kind)) + "\n")
+
+
 def build_model(args, placement):
     config = cfg.bert_config_from_args(args)
     model = BertForPreTraining(config)
@@ -353,8 +361,9 @@ def run(args, mode):
     start_step = 0
     if args.resume:
         start_step = resume(args, model, runner, train_loader, placement)
-    elif native.list_checkpoints(args.checkpoint_path) and rank == 0:
-        cfg.warn(f"{args.checkpoint_path} already holds checkpoints; starting from scratch (pass --resume to continue)")
+    elif native.list_checkpoints(args.checkpoint_path):
+        raise cfg.UsageError(f"--checkpoint_path {args.checkpoint_path} already holds checkpoints: pass --resume to "
+                             "continue that run, or choose an empty --checkpoint_path (nothing is overwritten)")
 
     log(f"mode: {mode}{' ddp' if args.use_ddp else ''}{' global' if args.use_consistent else ''}, world size {world}, "
         f"device {args.device}, data {train_dir} ({len(train_loader.index)} records, {steps_per_epoch} steps/epoch), "
@@ -369,9 +378,12 @@ def run(args, mode):
         if done % args.loss_print_every_n_iters == 0 or done == total_steps:
             values = window.line_values(step, step // steps_per_epoch, placement, args, world)
             log(format_train_line(values))
+            record_metrics(args.metrics_file, "train", values)
         if val_loader is not None and ((args.val_print_every_n_iters > 0 and done % args.val_print_every_n_iters == 0)
                                        or done == total_steps):
-            log(format_val_line(step // steps_per_epoch, step, validate(runner, val_loader, placement, args)))
+            val_values = validate(runner, val_loader, placement, args)
+            log(format_val_line(step // steps_per_epoch, step, val_values))
+            record_metrics(args.metrics_file, "val", dict(val_values, step=step))
         if done % args.save_every_n_iters == 0 or done == total_steps:
             save(args, config, model, runner, train_loader, done, mode, world)
     progress.close()
