@@ -133,16 +133,26 @@ def bert_config_from_args(args, vocab_size=None):
     )
 
 
-def explicit_flags(parser, argv):
-    """Names (dest) of the flags the user actually typed, so checkpoint shapes can be checked against them."""
-    typed = set()
+def parse_args(parser, argv=None):
+    """parser.parse_args, plus args.explicit: the dests of the flags the user actually typed."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.explicit = set()
     for token in argv:
         if token.startswith("--"):
-            option = token.split("=", 1)[0]
-            action = parser._option_string_actions.get(option)
+            action = parser._option_string_actions.get(token.split("=", 1)[0])
             if action is not None:
-                typed.add(action.dest)
-    return typed
+                args.explicit.add(action.dest)
+    return args
+
+
+def explicit_bert_fields(args):
+    """The BertConfig fields the user set by flag, to check against a checkpoint's own config."""
+    derived = bert_config_from_args(args).to_dict()
+    typed = set(args.explicit)
+    if "hidden_size_per_head" in typed:
+        typed.add("hidden_size")
+    return {name: value for name, value in derived.items() if name in typed}
 
 
 class UsageError(Exception):

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from collections import namedtuple
 
 import numpy as np
 import oneflow as flow
@@ -17,7 +18,7 @@ from tqdm import tqdm
 import dataset
 from modeling import BertForPreTraining, pretraining_loss
 from utils import config as cfg
-from utils.checkpoints import native
+from utils.checkpoints import CheckpointError, native
 from utils.metrics import format_train_line, format_val_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.paths import DEMO_DATA_DIR
@@ -26,6 +27,15 @@ INPUT_FIELDS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
                 "masked_lm_weights", "next_sentence_labels")
 TRAIN_OUTPUTS = ("total_loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_count", "nsp_correct", "nsp_count")
 EVAL_OUTPUTS = ("mlm_loss_sum", "mlm_count", "mlm_correct", "nsp_loss_sum", "nsp_count", "nsp_correct")
+
+
+class Task(namedtuple("Task", ["train_fields", "train_outputs", "num_losses", "eval_fields", "eval_outputs"])):
+    """What a step computes, for any fine-tuning or pre-training objective.
+
+    train_outputs(model, inputs) -> tuple whose first `num_losses` entries are losses (averaged over
+    micro-batches; the first is optimized) and the rest are counts (summed). eval_outputs(model, inputs)
+    -> tuple of tensors. Inputs are the batch's tensors in field order.
+    """
 
 
 # ---------------------------------------------------------------- what a step computes
@@ -47,8 +57,9 @@ def pretraining_outputs(model, inputs):
     return total, mlm, nsp, (mlm_hit * lm_weights).sum(), lm_weights.sum(), nsp_hit.sum(), nsp_count
 
 
-def evaluation_outputs(model, inputs, row_valid):
+def evaluation_outputs(model, inputs):
     """Sums over the real rows of a (possibly padded) validation batch; reduced over ranks by the caller."""
+    *inputs, row_valid = inputs
     mlm_logits, nsp_logits, lm_ids, lm_weights, nsp_labels = _forward(model, inputs)
     predictions = lm_ids.shape[0] // row_valid.shape[0]
     token_valid = lm_weights * row_valid.unsqueeze(1).repeat(1, predictions).reshape(-1)
@@ -58,6 +69,9 @@ def evaluation_outputs(model, inputs, row_valid):
     nsp_hit = (nsp_logits.argmax(-1) == nsp_labels).to(flow.float32)
     return ((mlm_ce * token_valid).sum(), token_valid.sum(), (mlm_hit * token_valid).sum(),
             (nsp_ce * row_valid).sum(), row_valid.sum(), (nsp_hit * row_valid).sum())
+
+
+PRETRAINING = Task(INPUT_FIELDS, pretraining_outputs, 3, INPUT_FIELDS + ("row_valid",), evaluation_outputs)
 
 
 # ---------------------------------------------------------------- how a step is run
@@ -88,7 +102,8 @@ class Placement:
 
 
 class EagerRunner:
-    def __init__(self, model, optimizer, lr_scheduler, micro_batches, placement):
+    def __init__(self, task, model, optimizer, lr_scheduler, micro_batches, placement):
+        self.task = task
         self.model, self.optimizer, self.lr_scheduler = model, optimizer, lr_scheduler
         self.micro_batches = micro_batches
         self.placement = placement
@@ -97,8 +112,9 @@ class EagerRunner:
         self.model.train()
         outputs = None
         for chunk in range(self.micro_batches):
-            inputs = [self.placement.tensor(np.array_split(batch[f], self.micro_batches)[chunk]) for f in INPUT_FIELDS]
-            step = pretraining_outputs(self.model, inputs)
+            inputs = [self.placement.tensor(np.array_split(batch[f], self.micro_batches)[chunk])
+                      for f in self.task.train_fields]
+            step = self.task.train_outputs(self.model, inputs)
             (step[0] / self.micro_batches).backward()
             step = [t.detach() for t in step]
             outputs = step if outputs is None else [a + b for a, b in zip(outputs, step)]
@@ -107,13 +123,12 @@ class EagerRunner:
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.lr_scheduler.step()
-        return _average_losses(outputs, self.micro_batches)
+        return average_losses(outputs, self.task.num_losses, self.micro_batches)
 
     def eval_step(self, batch):
         self.model.eval()
         with flow.no_grad():
-            inputs = [self.placement.tensor(batch[f]) for f in INPUT_FIELDS]
-            return evaluation_outputs(self.model, inputs, self.placement.tensor(batch["row_valid"]))
+            return self.task.eval_outputs(self.model, [self.placement.tensor(batch[f]) for f in self.task.eval_fields])
 
     def state_dict(self):
         return {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
@@ -123,14 +138,15 @@ class EagerRunner:
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
 
 
-def _average_losses(outputs, micro_batches):
+def average_losses(outputs, num_losses, micro_batches):
     """Losses are averaged over micro-batches, counts summed."""
-    return [o / micro_batches if i < 3 else o for i, o in enumerate(outputs)]
+    return [o / micro_batches if i < num_losses else o for i, o in enumerate(outputs)]
 
 
-class PretrainingGraph(flow.nn.Graph):
-    def __init__(self, model, optimizer, lr_scheduler, micro_batches, use_fp16):
+class TrainGraph(flow.nn.Graph):
+    def __init__(self, task, model, optimizer, lr_scheduler, micro_batches, use_fp16):
         super().__init__()
+        self.task = task
         self.model = model
         self.add_optimizer(optimizer, lr_sch=lr_scheduler)
         if micro_batches > 1:
@@ -141,47 +157,58 @@ class PretrainingGraph(flow.nn.Graph):
                                                      growth_interval=2000))
 
     def build(self, *inputs):
-        outputs = pretraining_outputs(self.model, inputs)
+        outputs = self.task.train_outputs(self.model, inputs)
         outputs[0].backward()
         return outputs
 
 
-class EvaluationGraph(flow.nn.Graph):
-    def __init__(self, model, use_fp16):
+class EvalGraph(flow.nn.Graph):
+    def __init__(self, task, model, use_fp16):
         super().__init__()
+        self.task = task
         self.model = model
         if use_fp16:
             self.config.enable_amp(True)
 
     def build(self, *inputs):
-        return evaluation_outputs(self.model, inputs[:-1], inputs[-1])
+        return self.task.eval_outputs(self.model, inputs)
 
 
 class GraphRunner:
-    def __init__(self, model, optimizer, lr_scheduler, micro_batches, placement, use_fp16):
+    def __init__(self, task, model, optimizer, lr_scheduler, micro_batches, placement, use_fp16):
+        self.task = task
         self.model = model
         self.micro_batches = micro_batches
         self.placement = placement
-        self.train_graph = PretrainingGraph(model, optimizer, lr_scheduler, micro_batches, use_fp16)
-        self.eval_graph = EvaluationGraph(model, use_fp16)
+        self.use_fp16 = use_fp16
+        self.train_graph = TrainGraph(task, model, optimizer, lr_scheduler, micro_batches, use_fp16) if optimizer else None
+        self.eval_graph = None
 
     def train_step(self, batch):
         self.model.train()
-        outputs = self.train_graph(*[self.placement.tensor(batch[f]) for f in INPUT_FIELDS])
+        outputs = self.train_graph(*[self.placement.tensor(batch[f]) for f in self.task.train_fields])
         # Under accumulation the graph returns one value per micro-batch.
         outputs = [o.sum() for o in outputs] if self.micro_batches > 1 else list(outputs)
-        return _average_losses(outputs, self.micro_batches)
+        return average_losses(outputs, self.task.num_losses, self.micro_batches)
 
     def eval_step(self, batch):
         self.model.eval()
-        tensors = [self.placement.tensor(batch[f]) for f in INPUT_FIELDS + ("row_valid",)]
-        return self.eval_graph(*tensors)
+        if self.eval_graph is None:  # built on first use: compiling costs time and memory
+            self.eval_graph = EvalGraph(self.task, self.model, self.use_fp16)
+        return self.eval_graph(*[self.placement.tensor(batch[f]) for f in self.task.eval_fields])
 
     def state_dict(self):
         return self.train_graph.state_dict()
 
     def load_state_dict(self, state):
         self.train_graph.load_state_dict(state)
+
+
+def build_runner(mode, task, model, optimizer, lr_scheduler, args, placement):
+    """The single place where eager and graph execution part ways."""
+    if mode == "graph":
+        return GraphRunner(task, model, optimizer, lr_scheduler, args.grad_acc_steps, placement, args.use_fp16)
+    return EagerRunner(task, model, optimizer, lr_scheduler, args.grad_acc_steps, placement)
 
 
 # ---------------------------------------------------------------- the run
@@ -261,14 +288,23 @@ def record_metrics(path, kind, values):
             f.write(json.dumps(dict(values, kind=kind)) + "\n")
 
 
-def build_model(args, placement):
-    config = cfg.bert_config_from_args(args)
-    model = BertForPreTraining(config)
-    if args.model_load_dir:
-        from utils.checkpoints.loading import load_pretrained
+def build_bert(args, model_class):
+    """A local model of model_class: shaped by the flags, or by --model_load_dir's config and weights."""
+    defaults = cfg.bert_config_from_args(args)
+    if not args.model_load_dir:
+        return defaults, model_class(defaults)
+    from utils.checkpoints.loading import load_into, read_checkpoint, resolve_config, resolve_format
 
-        report = load_pretrained(model, args.model_load_dir, args.init_format)
-        log(f"loaded {args.model_load_dir}: {report}")
+    fmt = resolve_format(args.model_load_dir, args.init_format)
+    checkpoint = read_checkpoint(args.model_load_dir, fmt)
+    config = resolve_config(checkpoint[0], cfg.explicit_bert_fields(args), defaults)
+    model = model_class(config)
+    log(load_into(model, checkpoint, args.model_load_dir, fmt).summary())
+    return config, model
+
+
+def distribute(model, args, placement):
+    """Moves a local model to the run's device and wraps it for DDP or makes it global."""
     model.to(args.device)
     if args.use_ddp:
         from oneflow.nn.parallel import DistributedDataParallel
@@ -276,7 +312,7 @@ def build_model(args, placement):
         model = DistributedDataParallel(model)
     if args.use_consistent:
         model.to_global(placement=placement.placement, sbp=flow.sbp.broadcast)
-    return config, model
+    return model
 
 
 def validate(runner, loader, placement, args):
@@ -328,10 +364,10 @@ class MetricWindow:
 
 def pretrain(mode, argv=None):
     parser = build_parser(f"BERT pre-training ({mode} mode)")
-    args = parser.parse_args(argv)
+    args = cfg.parse_args(parser, argv)
     try:
         run(args, mode)
-    except (cfg.UsageError, dataset.DataError, native.CheckpointError) as e:
+    except (cfg.UsageError, dataset.DataError, native.CheckpointError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
@@ -350,13 +386,11 @@ def run(args, mode):
     total_steps = args.train_steps if args.train_steps is not None else args.epochs * steps_per_epoch
     warmup_steps = int(args.warmup_proportion * total_steps)
 
-    config, model = build_model(args, placement)
+    config, model = build_bert(args, BertForPreTraining)
+    model = distribute(model, args, placement)
     optimizer = build_optimizer(model, args.optim_name, args.lr, args.weight_decay, args.clip_grad_max_norm)
     lr_scheduler = build_lr_scheduler(optimizer, total_steps, warmup_steps)
-    if mode == "graph":
-        runner = GraphRunner(model, optimizer, lr_scheduler, args.grad_acc_steps, placement, args.use_fp16)
-    else:
-        runner = EagerRunner(model, optimizer, lr_scheduler, args.grad_acc_steps, placement)
+    runner = build_runner(mode, PRETRAINING, model, optimizer, lr_scheduler, args, placement)
 
     start_step = 0
     if args.resume:
