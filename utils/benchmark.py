@@ -1,0 +1,172 @@
+"""Training throughput of the real pre-training step, per named config and execution mode.
+
+    python3 -m utils.benchmark --config {small,base} --mode {eager,graph,ddp2,global2} [--steps N] [--json FILE]
+
+It builds the model, optimizer and runner exactly as run_eager_pretraining.py / run_pretraining.py do
+(utils.trainer.build_runner) and times `runner.train_step` on a fixed random batch: median seconds per step
+after warm-up, tokens/s over all processes, peak RSS of the largest process, graph compile time, and model
+FLOP/s as a fraction of a single-process matmul peak measured in the same run. ddp2 and global2 relaunch
+this module under oneflow.distributed.launch with 2 processes. B is per process.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+CONFIGS = {
+    "small": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024, batch=32),
+    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072, batch=8),
+}
+SEQ, PREDICTIONS, VOCAB = 128, 20, 30522
+MODES = {"eager": ("eager", 1), "graph": ("graph", 1), "ddp2": ("eager", 2), "global2": ("graph", 2)}
+
+
+def model_flops_per_step(c, batch):
+    """Forward + backward FLOPs (3x forward) of one step: dense layers, attention products, MLM head."""
+    h, i, layers, tokens = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], batch * SEQ
+    dense = layers * (4 * h * h + 2 * h * i) * tokens * 2
+    attention = layers * 2 * batch * SEQ * SEQ * h * 2
+    mlm = batch * PREDICTIONS * (h * h + h * VOCAB) * 2
+    return 3 * (dense + attention + mlm + 2 * h * h * batch)
+
+
+def matmul_peak_flops(size=1024, repeats=5):
+    import oneflow as flow
+
+    a, b = flow.randn(size, size), flow.randn(size, size)
+    flow.matmul(a, b).numpy()
+    start = time.time()
+    for _ in range(repeats):
+        flow.matmul(a, b).numpy()
+    return 2 * size ** 3 * repeats / (time.time() - start)
+
+
+def random_batch(batch, vocab, seed=0):
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    return {
+        "input_ids": rng.randint(0, vocab, (batch, SEQ)).astype(np.int32),
+        "input_mask": np.ones((batch, SEQ), dtype=np.int32),
+        "segment_ids": (np.arange(SEQ)[None] >= SEQ // 2).repeat(batch, 0).astype(np.int32),
+        "masked_lm_positions": np.sort(rng.randint(1, SEQ, (batch, PREDICTIONS)), axis=1).astype(np.int32),
+        "masked_lm_ids": rng.randint(0, vocab, (batch, PREDICTIONS)).astype(np.int32),
+        "masked_lm_weights": np.ones((batch, PREDICTIONS), dtype=np.float32),
+        "next_sentence_labels": rng.randint(0, 2, (batch, 1)).astype(np.int32),
+    }
+
+
+def measure(config_name, mode, steps, warmup):
+    """Runs in each process; returns this process's measurements."""
+    import oneflow as flow
+
+    from modeling import BertConfig, BertForPreTraining
+    from utils import trainer
+    from utils.optim import build_lr_scheduler, build_optimizer
+
+    c = CONFIGS[config_name]
+    kind, _ = MODES[mode]
+    is_global = mode == "global2"
+    flow.manual_seed(0)
+    config = BertConfig(vocab_size=VOCAB, **{k: v for k, v in c.items() if k != "batch"})
+    args = SimpleNamespace(device="cpu", use_ddp=mode == "ddp2", use_consistent=is_global, grad_acc_steps=1,
+                           use_fp16=False)
+    placement = trainer.Placement("cpu", is_global)
+    model = trainer.distribute(BertForPreTraining(config), args, placement)
+    optimizer = build_optimizer(model, "adamw", 1e-4, 0.01, 1.0)
+    runner = trainer.build_runner(kind, trainer.PRETRAINING, model, optimizer,
+                                  build_lr_scheduler(optimizer, 10_000, 100), args, placement)
+    batch = random_batch(c["batch"], VOCAB, seed=flow.env.get_rank())
+
+    def timed_step():
+        start = time.time()
+        loss = runner.train_step(batch)[0]
+        float(placement.to_host(loss, reduce_ranks=False))
+        return time.time() - start
+
+    first = timed_step()  # includes graph compilation in graph modes
+    for _ in range(warmup):
+        timed_step()
+    times = [timed_step() for _ in range(steps)]
+    return {"first_step_s": first, "times": times,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
+
+def summarize(config_name, mode, per_process, peak_flops):
+    c = CONFIGS[config_name]
+    nproc = MODES[mode][1]
+    median = statistics.median(per_process[0]["times"])
+    flops = model_flops_per_step(c, c["batch"]) * nproc / median
+    return {
+        "config": config_name, "mode": mode, "processes": nproc, "batch_per_process": c["batch"], "seq_length": SEQ,
+        "tokens_per_s": nproc * c["batch"] * SEQ / median,
+        "sec_per_step_median": median,
+        "peak_rss_gb": max(p["peak_rss_gb"] for p in per_process),
+        "compile_s": (per_process[0]["first_step_s"] - median) if MODES[mode][0] == "graph" else 0.0,
+        "model_tflops": flops / 1e12,
+        "matmul_peak_gflops": peak_flops / 1e9,
+        "fraction_of_matmul_peak": flops / peak_flops,
+        "steps_timed": len(per_process[0]["times"]),
+    }
+
+
+def run_distributed(args):
+    """Relaunches this module with 2 processes; each writes its measurements to a temp dir."""
+    with tempfile.TemporaryDirectory() as out:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", "2", "--master_port", str(port),
+               "-m", "utils.benchmark", "--config", args.config, "--mode", args.mode, "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--worker_dir", out]
+        subprocess.run(cmd, check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        return [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(2)]
+
+
+def print_table(result):
+    rows = [("config", result["config"]), ("mode", result["mode"]), ("tokens/s", f"{result['tokens_per_s']:.0f}"),
+            ("s/step (median)", f"{result['sec_per_step_median']:.3f}"), ("peak RSS GB", f"{result['peak_rss_gb']:.2f}"),
+            ("compile s", f"{result['compile_s']:.1f}"), ("model TFLOP/s", f"{result['model_tflops']:.4f}"),
+            ("matmul peak GFLOP/s", f"{result['matmul_peak_gflops']:.1f}"),
+            ("fraction of matmul peak", f"{result['fraction_of_matmul_peak']:.2f}")]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
+    parser.add_argument("--mode", choices=sorted(MODES), default="eager")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", default=None, help="write the result here")
+    parser.add_argument("--worker_dir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker_dir:  # one process of a ddp2/global2 run
+        import oneflow as flow
+
+        result = measure(args.config, args.mode, args.steps, args.warmup)
+        with open(os.path.join(args.worker_dir, f"rank{flow.env.get_rank()}.json"), "w") as f:
+            json.dump(result, f)
+        return
+    per_process = run_distributed(args) if MODES[args.mode][1] > 1 else [
+        measure(args.config, args.mode, args.steps, args.warmup)]
+    result = summarize(args.config, args.mode, per_process, matmul_peak_flops())
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
