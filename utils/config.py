@@ -107,14 +107,6 @@ def add_pretraining_args(parser):
     add_bool(g, "--metric-local", "--metric_local", default=False, help="Report rank-local metrics instead of reduced ones")
 
 
-def world_size():
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank():
-    return int(os.environ.get("RANK", "0"))
-
-
 def bert_config_from_args(args, vocab_size=None):
     """BertConfig from the shape flags; hidden_size defaults to 64 x heads and intermediate to 4 x hidden."""
     hidden = args.hidden_size or args.hidden_size_per_head * args.num_attention_heads
@@ -160,7 +152,9 @@ class UsageError(Exception):
 
 
 def warn(message):
-    if rank() == 0:
+    import oneflow as flow  # importing oneflow sets RANK=-1 in the environment outside a launch
+
+    if flow.env.get_rank() == 0:
         print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
 
