@@ -141,10 +141,14 @@ def shard_rngs(random_seed, split, shard_index):
     return random.Random(int(scalar_seed.generate_state(1)[0])), np.random.default_rng(vector_seed)
 
 
-def tokenize_documents(tokenizer, documents):
-    """Lists of sentences -> Documents; empty sentences and documents are dropped."""
+def tokenize_documents(tokenizer, documents, batch_size=4096):
+    """Lists of sentences -> Documents; empty sentences and documents are dropped. Sentences are encoded
+    in batches because tokenizers' Encoding objects (strings, offsets) are large."""
     sentences = [s for doc in documents for s in doc]
-    encoded = [e.ids for e in tokenizer.encode_batch(sentences, add_special_tokens=False)]
+    encoded = []
+    for start in range(0, len(sentences), batch_size):
+        batch = tokenizer.encode_batch(sentences[start:start + batch_size], add_special_tokens=False)
+        encoded += [e.ids for e in batch]
     out, position = [], 0
     for doc in documents:
         pieces = [ids for ids in encoded[position:position + len(doc)] if ids]
@@ -576,6 +580,7 @@ def create_pretraining_data(documents, output_dir, vocab_file, options=Options()
             "num_workers": num_workers,
             "val_fraction": val_fraction,
             "non_utf8_lines_skipped": read_stats.non_utf8_lines,
+            "reading": {k: v for k, v in asdict(read_stats).items() if k != "bytes_read"},
             "train": split_summary(totals[TRAIN], train_counts),
             "val": split_summary(totals[VAL], val_counts),
             "seconds": round(time.time() - started, 2),
@@ -599,9 +604,10 @@ def slice_documents(documents, skip, limit):
     return itertools.islice(documents, skip, None if limit is None else skip + limit)
 
 
-def add_options_arguments(parser):
+def add_options_arguments(parser, vocab_default=None):
     """The flags of Google's script (same names and defaults) plus the pipeline's own."""
-    parser.add_argument("--vocab_file", required=True, help="WordPiece vocab.txt")
+    parser.add_argument("--vocab_file", required=vocab_default is None, default=vocab_default,
+                        help="WordPiece vocab.txt" + (f" (default {vocab_default})" if vocab_default else ""))
     parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--max_predictions_per_seq", type=int, default=20)

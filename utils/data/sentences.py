@@ -11,10 +11,13 @@ writes one sentence per line with a blank line between documents.
 import argparse
 import bz2
 import gzip
+import itertools
+import multiprocessing
 import os
 import sys
 import zlib
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 import blingfire
 from tqdm import tqdm
@@ -34,7 +37,6 @@ class ReadStats:
     documents: int = 0
     non_utf8_lines: int = 0
     bytes_read: int = 0
-    skipped_files: list = field(default_factory=list)
 
 
 def list_input_files(path, suffixes=TEXT_SUFFIXES):
@@ -115,6 +117,29 @@ def split_document(lines):
     return sentences
 
 
+def _map_list(function, items):
+    return [function(item) for item in items]
+
+
+def parallel_map(function, items, num_workers, chunk_size=16):
+    """map(function, items) in order on `num_workers` processes, reading at most a few chunks ahead so
+    that memory stays bounded on an endless stream (Pool.imap would read all input at once)."""
+    if num_workers <= 1:
+        yield from map(function, items)
+        return
+    items = iter(items)
+    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+        in_flight = deque()
+        while True:
+            chunk = list(itertools.islice(items, chunk_size))
+            if chunk:
+                in_flight.append(pool.apply_async(_map_list, (function, chunk)))
+            if in_flight and (not chunk or len(in_flight) >= 2 * num_workers):
+                yield from in_flight.popleft().get()
+            if not chunk and not in_flight:
+                return
+
+
 def write_sentence_file(documents, output):
     """Google's format (one sentence per line, blank line between documents), written atomically."""
     tmp = f"{output}.tmp{os.getpid()}"
@@ -140,11 +165,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="a .txt / .txt.gz file or a folder of them")
     parser.add_argument("output", help="output text file (.gz to compress)")
+    parser.add_argument("--num_workers", type=int, default=1, help="processes that split sentences")
     args = parser.parse_args(argv)
     stats = ReadStats()
     try:
         paths = list_input_files(args.input)
-        documents = (split_document(d) for d in iter_text_documents(paths, stats))
+        documents = parallel_map(split_document, iter_text_documents(paths, stats), args.num_workers)
         count = write_sentence_file(tqdm(documents, unit="doc", desc="split"), args.output)
     except CorpusError as e:
         sys.exit(f"error: {e}")

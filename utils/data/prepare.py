@@ -1,0 +1,75 @@
+"""One step from raw input to pre-training records: dump or text -> sentences -> WordPiece -> OFRecord parts.
+
+INPUT may be a MediaWiki dump (.xml.bz2), a text file (.txt or .txt.gz, one paragraph or sentence per
+line, a blank line between documents) or a folder holding any of them. Wikitext cleaning and sentence
+splitting run inside create_pretraining_data's workers, so the whole chain streams and uses every core.
+
+    python -m utils.data.prepare INPUT OUT_DIR [--vocab_file VOCAB] [--max_seq_length 128]
+        [--max_predictions_per_seq 20] [--dupe_factor 10] [--num_parts 8] [--val_fraction 0.01] ...
+
+writes OUT_DIR/part-*, OUT_DIR/val/part-* and OUT_DIR/summary.json (see create_pretraining_data).
+"""
+import argparse
+import os
+import sys
+
+import dataset
+from utils.data import create_pretraining_data as cpd
+from utils.data import tokenization
+from utils.data.sentences import TEXT_SUFFIXES, CorpusError, iter_text_documents, list_input_files, split_document
+from utils.data.wikipedia import DUMP_SUFFIXES, WikiStats, iter_article_texts, wikitext_to_sentences
+from utils.paths import shared_data_path
+
+DEFAULT_VOCAB = shared_data_path("vocab", "bert-base-uncased-vocab.txt")
+
+
+def is_dump(path):
+    return path.endswith(DUMP_SUFFIXES)
+
+
+def to_sentences(document):
+    """Raw document -> sentences: wikitext arrives as one string, text as a list of lines."""
+    return wikitext_to_sentences(document) if isinstance(document, str) else split_document(document)
+
+
+def clean_wikitext_only(document):
+    """For text already one sentence per line: only wikitext needs work."""
+    return wikitext_to_sentences(document) if isinstance(document, str) else document
+
+
+def iter_raw_documents(paths, stats):
+    """Articles of the dumps and documents of the text files, in path order."""
+    for path in paths:
+        if is_dump(path):
+            yield from iter_article_texts([path], stats)
+        else:
+            yield from iter_text_documents([path], stats)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help=".xml.bz2 dump, .txt, .txt.gz, or a folder of them")
+    parser.add_argument("output_dir")
+    parser.add_argument("--split_sentences", action=argparse.BooleanOptionalAction, default=True,
+                        help="split text lines into sentences (turn off for input already one sentence per line)")
+    cpd.add_options_arguments(parser, vocab_default=DEFAULT_VOCAB)
+    parser.set_defaults(val_fraction=0.01)
+    args = parser.parse_args(argv)
+    stats = WikiStats()
+    try:
+        paths = list_input_files(args.input, TEXT_SUFFIXES + DUMP_SUFFIXES)
+        documents = cpd.slice_documents(iter_raw_documents(paths, stats), args.skip_documents, args.max_documents)
+        summary = cpd.create_pretraining_data(
+            documents, args.output_dir, args.vocab_file, cpd.options_from_args(args), num_workers=args.num_workers,
+            num_parts=args.num_parts, val_fraction=args.val_fraction, num_val_parts=args.num_val_parts,
+            preprocess=to_sentences if args.split_sentences else clean_wikitext_only, shard_chars=args.shard_chars,
+            overwrite=args.overwrite, read_stats=stats, progress_total=sum(os.path.getsize(p) for p in paths),
+            extra_summary={"input": args.input, "input_files": len(paths)},
+        )
+    except (CorpusError, cpd.OptionError, tokenization.VocabError, dataset.DataError) as e:
+        sys.exit(f"error: {e}")
+    cpd.print_summary(summary, args.output_dir)
+
+
+if __name__ == "__main__":
+    main()

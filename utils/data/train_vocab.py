@@ -1,0 +1,79 @@
+"""Train a new WordPiece vocab.txt of a given size on a corpus (HF tokenizers' WordPieceTrainer).
+
+Text is normalized and pre-tokenized exactly as utils.data.tokenization does when it loads the vocab
+(BERT's clean-up, optional lower-casing and accent stripping, whitespace and punctuation splits), so the
+trained vocab is used the same way as Google's. The file lists one token per line, the special tokens
+[PAD] [UNK] [CLS] [SEP] [MASK] first, continuation pieces with the '##' prefix.
+
+    python -m utils.data.train_vocab INPUT VOCAB_OUT --vocab_size 30522 [--no-do_lower_case]
+INPUT is a .txt / .txt.gz file or a folder of them (one sentence or paragraph per line).
+"""
+import argparse
+import os
+import sys
+
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
+from tokenizers.models import WordPiece
+from tokenizers.trainers import WordPieceTrainer
+from tqdm import tqdm
+
+from utils.data.sentences import CorpusError, ReadStats, iter_lines, list_input_files
+from utils.data.tokenization import SPECIAL_TOKENS, load_vocab
+
+
+def corpus_lines(paths, stats):
+    for path in paths:
+        for line in iter_lines(path, stats):
+            if line.strip():
+                yield line
+
+
+def train_vocab(lines, vocab_size, do_lower_case=True, min_frequency=2, limit_alphabet=1000):
+    """Iterator of text lines -> list of vocab tokens (index = id)."""
+    tokenizer = Tokenizer(WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=do_lower_case, lowercase=do_lower_case)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, limit_alphabet=limit_alphabet,
+                               special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
+                               show_progress=False)
+    tokenizer.train_from_iterator(lines, trainer=trainer)
+    vocab = tokenizer.get_vocab()
+    return sorted(vocab, key=vocab.get)
+
+
+def write_vocab(tokens, path):
+    """One token per line, written atomically, then checked with the loader that will read it."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(t + "\n" for t in tokens)
+    os.replace(tmp, path)
+    load_vocab(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help=".txt / .txt.gz file or folder of them")
+    parser.add_argument("output", help="vocab.txt to write")
+    parser.add_argument("--vocab_size", type=int, default=30522)
+    parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--min_frequency", type=int, default=2, help="rarest pair count that may be merged")
+    parser.add_argument("--limit_alphabet", type=int, default=1000, help="most single characters kept")
+    args = parser.parse_args(argv)
+    if args.vocab_size <= len(SPECIAL_TOKENS):
+        sys.exit(f"error: --vocab_size {args.vocab_size} must exceed the {len(SPECIAL_TOKENS)} special tokens")
+    stats = ReadStats()
+    try:
+        paths = list_input_files(args.input)
+        lines = tqdm(corpus_lines(paths, stats), unit="line", desc="train_vocab")
+        tokens = train_vocab(lines, args.vocab_size, args.do_lower_case, args.min_frequency, args.limit_alphabet)
+    except CorpusError as e:
+        sys.exit(f"error: {e}")
+    if len(tokens) <= len(SPECIAL_TOKENS):
+        sys.exit(f"error: {args.input}: the corpus has no text to train a vocab on")
+    write_vocab(tokens, args.output)
+    print(f"wrote {len(tokens)} tokens to {args.output} (skipped {stats.non_utf8_lines} non-UTF-8 lines)")
+
+
+if __name__ == "__main__":
+    main()
