@@ -67,9 +67,10 @@ def open_compressed(path):
 def iter_lines(path, stats):
     """Decoded lines of one file without line ends; non-UTF-8 lines are skipped and counted."""
     stream, raw = open_compressed(path)
+    stats.files += 1
     start = stats.bytes_read
     try:
-        for number, line in enumerate(stream, 1):
+        for line in stream:
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
@@ -82,7 +83,6 @@ def iter_lines(path, stats):
     finally:
         stream.close()
         raw.close()
-    stats.files += 1
 
 
 def iter_text_documents(paths, stats):

@@ -38,7 +38,7 @@ DISAMBIGUATION_TEMPLATES = {"disambiguation", "disambig", "dab", "disamb", "hndi
                             "mil-unit-dis", "place name disambiguation", "species latin name disambiguation"}
 MAGIC_WORD = re.compile(r"__[A-Z]+__")
 EMPTY_PARENTHESES = re.compile(r"\s*\([\s,;]*\)")  # left where a pronunciation template was removed
-LIST_MARK = "\x00"
+LIST_MARK = "\ue000"  # a private-use character; mwparserfromhell drops NUL
 MIN_PARAGRAPH_WORDS = 3
 
 
@@ -61,7 +61,8 @@ class WikiStats(ReadStats):
 def iter_pages(path, stats):
     """Every page of one dump file with the text of its last revision, streamed."""
     stream, raw = open_compressed(path)
-    start = stats.bytes_read
+    stats.files += 1
+    start, pages_before = stats.bytes_read, stats.pages
     try:
         dump = mwxml.Dump.from_file(stream)
         for page in dump:
@@ -80,9 +81,8 @@ def iter_pages(path, stats):
     finally:
         stream.close()
         raw.close()
-    if stats.pages == 0:
+    if stats.pages == pages_before:
         raise CorpusError(f"{path}: the dump holds no pages")
-    stats.files += 1
 
 
 def iter_article_texts(paths, stats):
