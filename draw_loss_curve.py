@@ -95,11 +95,17 @@ def expand_paths(paths):
     return files
 
 
+def is_rank_log(path):
+    """The launcher's per-rank stdout: LOGDIR/local_rank_N/stdout."""
+    return os.path.basename(path) == "stdout" and os.path.basename(os.path.dirname(path)).startswith("local_rank_")
+
+
 def default_labels(paths):
-    """The shortest path suffixes that tell the files apart: eager.log, graph.log; or runA/local_rank_0/stdout."""
+    """The shortest path suffixes that tell the files apart (eager.log, graph.log), at least LOGDIR/local_rank_N/stdout
+    for a launcher's per-rank log."""
     parts = [os.path.normpath(os.path.abspath(p)).split(os.sep) for p in paths]
     for depth in range(1, max(len(p) for p in parts) + 1):
-        labels = ["/".join(p[-depth:]) for p in parts]
+        labels = ["/".join(p[-max(depth, 3 if is_rank_log(path) else 1):]) for p, path in zip(parts, paths)]
         if len(set(labels)) == len(labels):
             return labels
     return [os.path.normpath(p) for p in paths]
