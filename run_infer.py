@@ -28,6 +28,7 @@ from utils.squad_postprocess import compute_predictions
 from utils.trainer import Placement, Task, build_runner
 
 MASK = "[MASK]"
+QA_SEQ_LENGTH = 384  # Google's SQuAD window, the QA default when --seq_length is not given
 PACKED_FIELDS = ("input_ids", "input_mask", "segment_ids")
 HEAD_FIELDS = PACKED_FIELDS + ("masked_lm_positions",)
 # Parameters each task reads besides the encoder; if the checkpoint lacks them they are random.
@@ -355,7 +356,8 @@ def run(args):
     model.eval()
     report(f"load time: {time.time() - start:.3f} s")
     warn_random_heads(task, missing)
-    max_length = args.seq_length or (384 if task == "qa" else model.config.max_position_embeddings)
+    positions = model.config.max_position_embeddings
+    max_length = args.seq_length or (min(QA_SEQ_LENGTH, positions) if task == "qa" else positions)
     if max_length > model.config.max_position_embeddings:
         raise cfg.UsageError(f"--seq_length {max_length} exceeds the model's max_position_embeddings "
                              f"{model.config.max_position_embeddings}")
@@ -363,6 +365,9 @@ def run(args):
         raise cfg.UsageError(f"--vocab_file {vocab_file} has {tokenizer.get_vocab_size()} tokens but the model's "
                              f"vocab_size is {model.config.vocab_size}")
 
+    if task == "qa" and max_length <= args.max_query_length + 3:
+        raise cfg.UsageError(f"--seq_length {max_length} must exceed --max_query_length {args.max_query_length} + 3 "
+                             "to leave room for the context")
     runner = build_runner(args.mode, task_def, model, None, None, args, Placement(args.device, False))
     timer = Timer(runner, args.mode)
     if task == "qa":

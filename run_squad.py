@@ -303,6 +303,9 @@ def check_args(args):
         raise cfg.UsageError("run_squad.py runs as a single process; launch it without oneflow.distributed.launch")
     if args.gpu_num_per_node != 1 and args.device == "cpu":
         cfg.warn(f"--gpu_num_per_node {args.gpu_num_per_node} is ignored on CPU: one process trains")
+    if args.seq_length <= args.max_query_length + 3:
+        raise cfg.UsageError(f"--seq_length {args.seq_length} must exceed --max_query_length {args.max_query_length} "
+                             "+ 3 to leave room for the context")
     for flag in ("batch_size_per_device", "eval_batch_size_per_device", "loss_print_every_n_iter"):
         if getattr(args, flag) < 1:
             raise cfg.UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")

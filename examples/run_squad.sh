@@ -73,5 +73,5 @@ export PYTHONUNBUFFERED=1
   --output_dir="${OUTPUT_DIR:-./squad_output}" \
   "$@"
 
-# run_squad.py prints the scores itself; the same numbers from the predictions file:
-"$PY" -m utils.squad_evaluate "$SQUAD_DIR/dev.json" "${OUTPUT_DIR:-./squad_output}/predictions.json"
+# run_squad.py prints the scores itself. To score a predictions file again (from the repo root):
+#   python3 -m utils.squad_evaluate $SQUAD_DIR/dev.json ./squad_output/predictions.json [--na-prob-file null_odds.json]
