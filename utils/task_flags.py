@@ -2,7 +2,8 @@
 
 Spellings follow the seed example's run_squad.sh and run_infer.py (`--model=SQuAD`, `--do_train=True`,
 `--batch_size_per_device`, `--use_lazy_model`, `--model_path`, ...). Model shape, `--model_load_dir`,
-`--init_format`, `--seq_length` and the hardware flags come from utils/config.py.
+`--init_format`, `--seq_length` and the hardware flags come from utils/config.py. `default_vocab_file` is the
+one rule both scripts use to find a vocab when --vocab_file is not given.
 """
 import os
 
