@@ -7,7 +7,8 @@
 # Environment (defaults): SEQ_LENGTH (128), MAX_PREDICTIONS_PER_SEQ (20), DUPE_FACTOR (10), NUM_PARTS (8),
 # VAL_FRACTION (0.01), NUM_WORKERS (all cores), RANDOM_SEED (12345), DO_WHOLE_WORD_MASK (0).
 # Phase 2 of the BERT recipe: SEQ_LENGTH=512 MAX_PREDICTIONS_PER_SEQ=80. Extra arguments after the third are
-# passed to python -m utils.data.prepare (see --help), e.g. --overwrite or --no-do_lower_case.
+# passed to python -m utils.data.prepare (see --help), e.g. --overwrite or --no-do_lower_case; they may also
+# follow OUT_DIR directly when VOCAB_FILE is left to its default.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: bash $0 INPUT OUT_DIR [VOCAB_FILE] [extra utils.data.prepare flags]" >&2
@@ -15,7 +16,10 @@ if [ $# -lt 2 ]; then
 fi
 INPUT="$1"; OUT_DIR="$2"; shift 2
 VOCAB_ARGS=()
-if [ $# -gt 0 ]; then VOCAB_ARGS=(--vocab_file "$1"); shift; fi
+if [ $# -gt 0 ] && [[ "$1" != --* ]]; then  # an optional VOCAB_FILE; "" also means the default
+  [ -n "$1" ] && VOCAB_ARGS=(--vocab_file "$1")
+  shift
+fi
 PY="$(dirname "$0")/../.venv/bin/python"
 bash "$(dirname "$0")/../scripts/setup_env.sh"
 WWM=()

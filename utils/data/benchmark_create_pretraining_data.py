@@ -3,13 +3,15 @@
     python -m utils.data.benchmark_create_pretraining_data [--input_file CORPUS] [--dupe_factor 5]
         [--num_workers 2] [--max_seq_length 128] [--output_dir DIR] [--json OUT.json]
 
-The peak RSS is the largest sum of resident memory over this process and its worker processes,
+cpu_seconds (this process and its workers) does not depend on what else runs on the machine; the load
+average at the end tells whether other work competed for the cores. The peak RSS is the largest sum of resident memory over this process and its worker processes,
 sampled from /proc every 0.2 s. Records go to a temporary folder that is deleted afterwards unless
 --output_dir is given.
 """
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -67,6 +69,12 @@ class PeakRss:
         self._thread.join()
 
 
+def cpu_seconds():
+    """User + system CPU time of this process and its finished children (the pool's workers)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_file", default=shared_data_path("corpus", "pretrain_corpus_sentences.txt.gz"))
@@ -88,13 +96,13 @@ def main(argv=None):
         output_dir = args.output_dir or tmp
         stats = ReadStats()
         paths = list_input_files(args.input_file)
-        started = time.time()
+        started, cpu_started = time.time(), cpu_seconds()
         with PeakRss() as rss:
             summary = cpd.create_pretraining_data(
                 iter_text_documents(paths, stats), output_dir, args.vocab_file, options,
                 num_workers=args.num_workers, num_parts=args.num_parts, overwrite=True, read_stats=stats,
                 progress_total=sum(os.path.getsize(p) for p in paths))
-        seconds = time.time() - started
+        seconds, cpu = time.time() - started, cpu_seconds() - cpu_started
         output_bytes = sum(os.path.getsize(os.path.join(output_dir, n)) for n in os.listdir(output_dir)
                            if n.startswith("part-"))
     instances = summary["train"]["instances"]
@@ -104,6 +112,7 @@ def main(argv=None):
         "cpu_count": os.cpu_count(), "documents": summary["train"]["documents"],
         "corpus_tokens": summary["train"]["corpus_tokens"], "instances": instances,
         "wall_seconds": round(seconds, 1), "instances_per_second": round(instances / seconds, 1),
+        "cpu_seconds": round(cpu, 1), "load_average_1min": round(os.getloadavg()[0], 2),
         "peak_rss_gb": round(rss.peak / 2**30, 3), "output_mb": round(output_bytes / 2**20, 1),
         "masked_fraction": summary["train"]["masked_fraction"],
         "nsp_random_fraction": summary["train"]["nsp_random_fraction"],
