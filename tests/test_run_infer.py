@@ -178,7 +178,8 @@ def test_qa_span_is_the_best_valid_span(tokenizer, tmp_path, capsys):
     question = "where does the river end"
     context = "the river rises in the green hills and ends in the cold sea near the old harbor"
     records, err = infer(["--model_load_dir", str(tmp_path / "qa"), "--vocab_file", VOCAB, "--task", "qa",
-                          "--n_best_size", "64", "--max_query_length", "16", "--input_text", question, "--input_text_b", context], capsys)
+                          "--n_best_size", "64", "--max_query_length", "16", "--input_text", question,
+                          "--input_text_b", context], capsys)
     ids, segments = packed(tokenizer, question, context)
     with flow.no_grad():
         start, end = (t.numpy()[0] for t in model(*as_batch(ids, segments)))
@@ -194,7 +195,8 @@ def test_qa_span_is_the_best_valid_span(tokenizer, tmp_path, capsys):
 
 def test_usage_errors(minilm_dir, capsys):
     cases = [
-        (["--task", "nsp", "--output_hidden_states", "x.npy", "--input_text", "a"], "writes features, but --task is nsp"),
+        (["--task", "nsp", "--output_hidden_states", "x.npy", "--input_text", "a"],
+         "writes features, but --task is nsp"),
         (["--task", "nsp", "--input_text", "only one sentence"], "--task nsp needs a second sentence"),
         (["--task", "fill_mask", "--input_text", "no mask here"], "has no [MASK] token"),
         (["--model_load_dir", minilm_dir, "--input_text", "a", "--input_text_b", "b"], "both name a checkpoint"),

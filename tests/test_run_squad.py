@@ -108,7 +108,8 @@ def test_seed_command_on_prebuilt_records(squad_v1, tmp_path):
     predictions = read_json(tmp_path / "out" / "predictions.json")
     assert sorted(predictions) == sorted(question_ids)
     scores = json.loads(result.stdout.strip().splitlines()[-2])
-    assert set(scores) == {"exact_match", "f1"} and read_json(tmp_path / "out" / "eval_results.json")["scores"] == scores
+    assert set(scores) == {"exact_match", "f1"}
+    assert read_json(tmp_path / "out" / "eval_results.json")["scores"] == scores
     with open(tmp_path / "log" / "run_squad.log") as f:
         assert [line for line in f.read().splitlines() if line.startswith("step: ")] == lines
 
@@ -140,7 +141,7 @@ def test_graph_and_eager_agree_from_a_pretraining_checkpoint(squad_v1, pretraini
     for qid in question_ids:
         graph, eager = nbest["graph"][qid][0], nbest["eager"][qid][0]
         assert graph["text"] == eager["text"]
-        assert graph["start_logit"] == pytest.approx(eager["start_logit"], abs=2e-3)
+        assert graph["start_logit"] == pytest.approx(eager["start_logit"], abs=1e-4)  # training moves them ~0.1
 
     summary, out, _ = squad_main(["--do_eval=True", "--mode=eager", f"--model_load_dir={tmp_path / 'eager' / 'model'}",
                                   *TINY, f"--predict_file={path}", "--eval_batch_size_per_device=7", "--eval_steps=2",
