@@ -72,6 +72,8 @@ def load_run(path):
     if not os.path.isfile(path):
         raise LogError(f"{path}: no such log file")
     parsed = read_metrics_file(path) if is_metrics_file(path) else parse_log(path)
+    # A run killed mid-write can leave a truncated last line: keep only complete training rows.
+    parsed["train"] = [row for row in parsed["train"] if all(name in row for name in LOSS_PANELS)]
     if not parsed["train"]:
         raise LogError(f"{path}: no training lines (expected lines like 'step: 0, total_loss: ...' or a "
                        "--metrics_file): was the run printing with --loss_print_every_n_iters?")

@@ -90,11 +90,12 @@ def test_launcher_log_directory_gives_one_curve_per_rank_with_training_lines(log
     assert drawn["difference"]["steps"] == list(range(STEPS))
 
 
-def test_a_resumed_log_keeps_the_last_value_of_a_repeated_step(tmp_path):
+def test_a_resumed_log_keeps_the_last_value_of_a_repeated_step_and_skips_a_truncated_line(tmp_path):
     lines = [format_train_line({"step": s, "total_loss": 5.0 - s, "mlm_loss": 4.0, "nsp_loss": 0.7, "pred_acc": 0.5,
                                 "mlm_acc": 0.1}) for s in (0, 1, 2)]
     lines.append(format_train_line({"step": 1, "total_loss": 9.0, "mlm_loss": 4.0, "nsp_loss": 0.7, "pred_acc": 0.5,
                                     "mlm_acc": 0.1}))
+    lines.append("step: 3, total_loss: 2.0, mlm_")  # killed while writing
     log = tmp_path / "resumed.log"
     log.write_text("\n".join(lines) + "\n")
     drawn = draw([str(log), str(log)], str(tmp_path / "r.png"), labels=["a", "b"])
