@@ -239,9 +239,29 @@ def check_distributed(args, mode):
     if mode == "eager" and world > 1 and not (args.use_ddp or args.use_consistent):
         raise cfg.UsageError(f"{world} processes were launched but neither --use_ddp nor --use_consistent was given: "
                              "every rank would train its own model")
-    if args.device == "cpu" and world > 1 and int(os.environ.get("NNODES", os.environ.get("ONEFLOW_NNODES", "1"))) > 1:
-        raise cfg.UsageError("multi-node training on CPU is not supported by OneFlow 0.9 "
-                             "(see README, 'Multi-node'); run multi-node on CUDA machines")
+    check_node_layout()
+
+
+def check_node_layout():
+    """Stops a launch whose node layout OneFlow and the launcher see differently, before its first collective.
+
+    OneFlow 0.9 groups ranks into nodes by the IP address each process reaches the master from, and takes a
+    process's slot on its node from the launcher's LOCAL_RANK. Two launchers (--nnodes 2) on one machine that
+    both reach the master from the same address form ONE OneFlow node with two LOCAL_RANK 0 processes: the
+    first all-reduce aborts (cpu_all_reduce.cpp:47 value_not_found_error) or global tensors hang.
+    Only the ranks above the first node can see the clash; they exit at once with os._exit, because a normal
+    exit waits in OneFlow's shutdown for the peers that are stuck. Rank 0 then aborts with "Machine N lost".
+    """
+    world, rank = flow.env.get_world_size(), flow.env.get_rank()
+    per_node = world // flow.env.get_node_size()
+    local_rank = flow.env.get_local_rank()
+    if local_rank != rank % per_node:
+        print(f"error: rank {rank} has LOCAL_RANK {local_rank}, but OneFlow groups processes into nodes by IP address "
+              f"and sees {flow.env.get_node_size()} node(s) of {per_node} processes, i.e. local rank {rank % per_node}: "
+              "each node of a --nnodes launch must reach --master_addr from its own IP address (one machine or "
+              "network namespace per node; see docs/distributed.md)",
+              file=sys.stderr, flush=True)
+        os._exit(2)
 
 
 def resolve_batch_sizes(args, world):
@@ -284,6 +304,7 @@ def log(message):
 def record_metrics(path, kind, values):
     """Full-precision copy of a printed line, for comparing runs (the log keeps the seed's 3 decimals)."""
     if path and flow.env.get_rank() == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "a") as f:
             f.write(json.dumps(dict(values, kind=kind)) + "\n")
 
