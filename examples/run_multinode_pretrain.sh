@@ -4,9 +4,11 @@
 # On a cluster, run this on every node with the same MASTER_ADDR (node 0's IP address, never 127.0.0.1) and port:
 #   NODE_RANK=0 MASTER_ADDR=10.0.0.1 bash examples/run_multinode_pretrain.sh     # on 10.0.0.1
 #   NODE_RANK=1 MASTER_ADDR=10.0.0.1 bash examples/run_multinode_pretrain.sh     # on the second machine
-# Without NODE_RANK it emulates 2 nodes on this machine: node 0 reaches the master through 127.0.0.1 and node 1
-# through this machine's LAN address (LAN_ADDR, default: the first one `hostname -I` lists). OneFlow groups
-# processes into nodes by that address, so two nodes on one address would clash (see docs/distributed.md).
+# Without NODE_RANK it emulates 2 nodes on this machine (needs root and iproute2's `ip`): it creates a network
+# namespace bert-node1-<pid> joined to this one by a veth pair with addresses from 10.231.0.0/16 (one /30 chosen by
+# pid). Node 0 runs here and node 1 inside the namespace, both with --master_addr set to this side of the veth, so
+# they reach the master from two addresses and OneFlow, which groups processes into nodes by that address, sees
+# 2 nodes (see docs/distributed.md). No traffic leaves loopback and the veth pair; both are removed on exit.
 #
 # Environment (defaults): MODE (eager = --use_ddp | graph = --use_consistent), NNODES (2), NPROC (1 per node),
 #   MASTER_PORT (29500 on a cluster, a free port locally), NUM_LAYERS (2), HIDDEN (128), HEADS (2),
@@ -48,18 +50,41 @@ if [ -n "${NODE_RANK:-}" ]; then
   "${LAUNCH[@]}" 2> >(tee stderr.log >&2) | tee train.log
 else
   [ "${NNODES:-2}" = 2 ] || { echo "run_multinode_pretrain: the local emulation runs 2 nodes (NNODES=${NNODES})" >&2; exit 2; }
-  LAN="${LAN_ADDR:-$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9.]+$' | grep -v '^127\.' | head -n 1 || true)}"
-  [ -n "$LAN" ] || { echo "run_multinode_pretrain: no non-loopback IPv4 address found: set LAN_ADDR" >&2; exit 2; }
-  PORT="${MASTER_PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
-  echo "emulating 2 nodes x ${NPROC:-1} processes: node 0 via 127.0.0.1, node 1 via $LAN, port $PORT"
-  launcher 0 127.0.0.1 "$PORT"; "${LAUNCH[@]}" > train.log 2> stderr.log &
+  [ "$(id -u)" = 0 ] || { echo "run_multinode_pretrain: the local emulation creates a network namespace: run it as root" >&2; exit 2; }
+  IP="$(PATH="$PATH:/usr/sbin:/sbin" command -v ip || true)"
+  [ -n "$IP" ] || { echo "run_multinode_pretrain: the local emulation needs iproute2's ip command" >&2; exit 2; }
+  NS="bert-node1-$$"; HOST_LINK="bn$$h"; NS_LINK="bn$$n"
+  BLOCK=$(( ($$ % 16384) * 4 ))  # one /30 of 10.231.0.0/16, so two emulations at once do not share addresses
+  HOST_ADDR="10.231.$((BLOCK / 256)).$((BLOCK % 256 + 1))"; NS_ADDR="10.231.$((BLOCK / 256)).$((BLOCK % 256 + 2))"
+  NODE0=; NODE1=; WATCHDOG=
+  cleanup() {  # no node, namespace or veth outlives this script
+    for pgid in $NODE0 $NODE1 $WATCHDOG; do kill -KILL -- "-$pgid" 2>/dev/null || true; done
+    "$IP" link del "$HOST_LINK" 2>/dev/null || true  # removes its peer too
+    "$IP" netns del "$NS" 2>/dev/null || true
+  }
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  "$IP" netns add "$NS"
+  "$IP" link add "$HOST_LINK" type veth peer name "$NS_LINK"
+  "$IP" link set "$NS_LINK" netns "$NS"
+  "$IP" addr add "$HOST_ADDR/30" dev "$HOST_LINK"
+  "$IP" link set "$HOST_LINK" up
+  "$IP" -n "$NS" addr add "$NS_ADDR/30" dev "$NS_LINK"
+  "$IP" -n "$NS" link set "$NS_LINK" up
+  "$IP" -n "$NS" link set lo up
+  unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY  # gRPC would send to a proxy
+  PORT="${MASTER_PORT:-$(HOST_ADDR="$HOST_ADDR" "$PY" -c 'import os, socket
+s = socket.socket(); s.bind((os.environ["HOST_ADDR"], 0)); print(s.getsockname()[1])')}"
+  echo "emulating 2 nodes x ${NPROC:-1} processes: node 0 here at $HOST_ADDR, node 1 in network namespace $NS at" \
+       "$NS_ADDR, master $HOST_ADDR:$PORT"
+  launcher 0 "$HOST_ADDR" "$PORT"; "${LAUNCH[@]}" > train.log 2> stderr.log &
   NODE0=$!
-  launcher 1 "$LAN" "$PORT"; "${LAUNCH[@]}" > node1.log 2> node1.stderr.log &
+  launcher 1 "$HOST_ADDR" "$PORT"; "$IP" netns exec "$NS" "${LAUNCH[@]}" > node1.log 2> node1.stderr.log &
   NODE1=$!
   (sleep "${TIMEOUT:-900}"; echo "run_multinode_pretrain: timeout, killing both nodes" >&2
    kill -KILL -- "-$NODE0" "-$NODE1" 2>/dev/null) &
   WATCHDOG=$!
-  trap 'kill -TERM -- "-$NODE0" "-$NODE1" "-$WATCHDOG" 2>/dev/null || true' EXIT  # no node outlives this script
+  disown "$WATCHDOG"  # killed at exit: no job report
   tail -n +1 -f train.log --pid "$NODE0" &
   STATUS=0
   wait "$NODE0" || STATUS=$?
