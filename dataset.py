@@ -80,7 +80,8 @@ def encode_record(features):
             feature.int64_list.value.extend(array.tolist())
         else:
             feature.int32_list.value.extend(array.astype(np.int32).tolist())
-    return record.SerializeToString()
+    # Deterministic: protobuf otherwise writes map entries in a per-process hash order.
+    return record.SerializeToString(deterministic=True)
 
 
 def frame(payload):

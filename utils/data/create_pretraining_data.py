@@ -313,12 +313,6 @@ def apply_masking(input_ids, positions, valid, vocab, rng):
     return original, kind
 
 
-def encode_canonical(features):
-    """dataset.encode_record with the feature map in sorted key order. Protobuf writes map entries in a
-    per-process hash order, so without this equal records from two runs differ in bytes."""
-    return record_pb2.OFRecord.FromString(dataset.encode_record(features)).SerializeToString(deterministic=True)
-
-
 def encode_instances(input_ids, lengths, b_starts, positions, original, valid, next_labels, order):
     """Serialized OFRecords in the seed's pretraining schema, in the given row order."""
     seq_length = input_ids.shape[1]
@@ -329,7 +323,7 @@ def encode_instances(input_ids, lengths, b_starts, positions, original, valid, n
     original = original.astype(np.int32)
     weights = valid.astype(np.float32)
     return [
-        encode_canonical({
+        dataset.encode_record({
             "input_ids": input_ids[i],
             "input_mask": input_mask[i],
             "segment_ids": segment_ids[i],
