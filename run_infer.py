@@ -21,11 +21,10 @@ from modeling import BertForPreTraining, BertForQuestionAnswering, BertModel
 from utils import config as cfg
 from utils import task_flags
 from utils.checkpoints import CheckpointError, canonical_name
-from utils.checkpoints.loading import load_into, read_checkpoint, resolve_config, resolve_format
 from utils.data.squad_features import SquadDataError, SquadExample, convert_examples_to_features, split_words
 from utils.data.tokenization import VocabError, load_wordpiece_tokenizer
 from utils.squad_postprocess import compute_predictions
-from utils.trainer import Placement, Task, build_runner
+from utils.trainer import Placement, Task, build_bert, build_runner
 
 MASK = "[MASK]"
 QA_SEQ_LENGTH = 384  # Google's SQuAD window, the QA default when --seq_length is not given
@@ -152,16 +151,11 @@ def read_inputs(args, task):
 
 def load_model(args, model_class, path, init_format):
     """(model, missing parameter names) built from the checkpoint's config, or from the flags without one."""
-    defaults = cfg.bert_config_from_args(args)
     if path is None:
         cfg.warn("no checkpoint given (--model_load_dir, --hf_model_dir or --model_path): every weight is random")
-        model = model_class(defaults)
+    _, model, load = build_bert(args, model_class, path, init_format)
+    if load is None:
         return model, [name for name, _ in model.named_parameters()]
-    fmt = resolve_format(path, init_format)
-    checkpoint = read_checkpoint(path, fmt)
-    config = resolve_config(checkpoint[0], cfg.explicit_bert_fields(args), defaults)
-    model = model_class(config)
-    load = load_into(model, checkpoint, path, fmt)
     report(load.summary())
     return model, load.missing
 

@@ -322,7 +322,9 @@ def run(args):
     check_data_version(args)
     vocab_file = resolve_vocab_file(args)
     flow.manual_seed(args.seed)
-    config, model = build_bert(args, BertForQuestionAnswering)
+    config, model, report = build_bert(args, BertForQuestionAnswering)
+    if report:
+        log(report.summary())
     if args.seq_length > config.max_position_embeddings:
         raise cfg.UsageError(f"--seq_length {args.seq_length} exceeds the model's max_position_embeddings "
                              f"{config.max_position_embeddings}")

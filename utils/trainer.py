@@ -309,19 +309,23 @@ def record_metrics(path, kind, values):
             f.write(json.dumps(dict(values, kind=kind)) + "\n")
 
 
-def build_bert(args, model_class):
-    """A local model of model_class: shaped by the flags, or by --model_load_dir's config and weights."""
+def build_bert(args, model_class, path=None, init_format=None):
+    """A local model of model_class, shaped by the flags or by a checkpoint's config and weights.
+
+    path and init_format default to --model_load_dir / --init_format. Returns (config, model, load report or
+    None without a checkpoint); the report lists newly initialized parameters such as a new task head.
+    """
+    path = path or args.model_load_dir
     defaults = cfg.bert_config_from_args(args)
-    if not args.model_load_dir:
-        return defaults, model_class(defaults)
+    if not path:
+        return defaults, model_class(defaults), None
     from utils.checkpoints.loading import load_into, read_checkpoint, resolve_config, resolve_format
 
-    fmt = resolve_format(args.model_load_dir, args.init_format)
-    checkpoint = read_checkpoint(args.model_load_dir, fmt)
+    fmt = resolve_format(path, init_format or args.init_format)
+    checkpoint = read_checkpoint(path, fmt)
     config = resolve_config(checkpoint[0], cfg.explicit_bert_fields(args), defaults)
     model = model_class(config)
-    log(load_into(model, checkpoint, args.model_load_dir, fmt).summary())
-    return config, model
+    return config, model, load_into(model, checkpoint, path, fmt)
 
 
 def distribute(model, args, placement):
@@ -407,7 +411,9 @@ def run(args, mode):
     total_steps = args.train_steps if args.train_steps is not None else args.epochs * steps_per_epoch
     warmup_steps = int(args.warmup_proportion * total_steps)
 
-    config, model = build_bert(args, BertForPreTraining)
+    config, model, report = build_bert(args, BertForPreTraining)
+    if report:
+        log(report.summary())
     model = distribute(model, args, placement)
     optimizer = build_optimizer(model, args.optim_name, args.lr, args.weight_decay, args.clip_grad_max_norm)
     lr_scheduler = build_lr_scheduler(optimizer, total_steps, warmup_steps)
