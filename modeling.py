@@ -90,14 +90,14 @@ class LayerNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(flow.ones(hidden_size))
         self.bias = nn.Parameter(flow.zeros(hidden_size))
+        # Constant buffers (not saved) follow the module to a device or a global placement.
+        self.register_buffer("expander", flow.ones(1, hidden_size), persistent=False)
+        self.register_buffer("averager", flow.ones(hidden_size, 1) / hidden_size, persistent=False)
 
     def forward(self, x):
-        # ones_like(weight) is local or global exactly as the parameters are.
-        expander = flow.ones_like(self.weight).unsqueeze(0)  # [1, H]
-        averager = expander.transpose(0, 1) / x.shape[-1]  # [H, 1]
-        centered = x - flow.matmul(flow.matmul(x, averager), expander)
-        variance = flow.matmul(centered * centered, averager)
-        inv_std = flow.matmul(flow.rsqrt(variance + self.eps), expander)
+        centered = x - flow.matmul(flow.matmul(x, self.averager), self.expander)
+        variance = flow.matmul(centered * centered, self.averager)
+        inv_std = flow.matmul(flow.rsqrt(variance + self.eps), self.expander)
         return centered * inv_std * self.weight + self.bias
 
 
