@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import oneflow as flow
 
-from modeling import BertConfig, BertForPreTraining
+from modeling import BertForPreTraining
 from utils.checkpoints import CheckpointError
 from utils.checkpoints.lazy import read_lazy
-from utils.checkpoints.loading import INIT_FORMATS, load_into, load_state, read_checkpoint, resolve_format
+from utils.checkpoints.loading import INIT_FORMATS, load_into, load_state, read_checkpoint_and_config
 
 
 def load_params_from_lazy(model, lazy_dir):
@@ -66,11 +66,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        fmt = resolve_format(args.model_load_dir, args.init_format)
-        checkpoint = read_checkpoint(args.model_load_dir, fmt)
-        config = BertConfig.from_json_file(args.bert_config_file) if args.bert_config_file else checkpoint[0]
-        if config is None:
-            raise CheckpointError(f"{args.model_load_dir}: checkpoint has no config; pass --bert_config_file")
+        fmt, checkpoint, config = read_checkpoint_and_config(args.model_load_dir, args.init_format,
+                                                             args.bert_config_file)
         eager, lazy = BertForPreTraining(config), BertForPreTraining(config)
         eager_report = load_into(eager, checkpoint, args.model_load_dir, fmt)
         lazy_report = load_params_from_lazy(lazy, args.lazy_dir)

@@ -10,10 +10,9 @@ import argparse
 import sys
 
 import modeling
-from modeling import BertConfig
 from utils.checkpoints import CheckpointError
 from utils.checkpoints.hf import EXPORTABLE, export_hf
-from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint, resolve_format
+from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint_and_config
 
 
 def architecture_for(state):
@@ -38,11 +37,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        fmt = resolve_format(args.model_load_dir, args.init_format)
-        checkpoint = read_checkpoint(args.model_load_dir, fmt)
-        config = BertConfig.from_json_file(args.bert_config_file) if args.bert_config_file else checkpoint[0]
-        if config is None:
-            raise CheckpointError(f"{args.model_load_dir}: checkpoint has no config; pass --bert_config_file")
+        fmt, checkpoint, config = read_checkpoint_and_config(args.model_load_dir, args.init_format,
+                                                             args.bert_config_file)
         architecture = args.architecture
         if architecture == "auto":
             architecture = architecture_for(checkpoint[1])

@@ -156,6 +156,16 @@ def read_checkpoint(path, init_format="auto"):
     return read_oneflow(path)
 
 
+def read_checkpoint_and_config(path, init_format="auto", config_file=None):
+    """(format, checkpoint, config) for tools that need a config: config_file if given, else the checkpoint's own."""
+    fmt = resolve_format(path, init_format)
+    checkpoint = read_checkpoint(path, fmt)
+    config = BertConfig.from_json_file(config_file) if config_file else checkpoint[0]
+    if config is None:
+        raise CheckpointError(f"{path}: checkpoint has no config; pass --bert_config_file")
+    return fmt, checkpoint, config
+
+
 def peek_config(path, init_format="auto"):
     """The checkpoint's BertConfig (None for lazy snapshots and bare state dicts), without reading weights."""
     fmt = resolve_format(path, init_format)
