@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The README's main job: set up .venv, then pre-train a small BERT on the embedded demo data
+# The README's main job: set up .venv, then pre-train a small BERT in graph mode (the faster single-process
+# mode on CPU) on the embedded demo data
 # (data/demo_pretraining: 3,273 training and 299 validation records, seq 128, bert-base-uncased vocab).
 # Every setting can be changed by env var; extra arguments are passed on to the training script.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
 
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-100}
 LAYERS=${LAYERS:-2}
 HIDDEN=${HIDDEN:-128}
 HEADS=${HEADS:-2}
@@ -17,7 +18,7 @@ RUN_DIR=${RUN_DIR:-$ROOT/output/quickstart-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$RUN_DIR"
 
 export PYTHONUNBUFFERED=1
-"$ROOT/.venv/bin/python" "$ROOT/run_eager_pretraining.py" \
+"$ROOT/.venv/bin/python" "$ROOT/run_pretraining.py" \
   --ofrecord_path "$DATA" \
   --num_hidden_layers "$LAYERS" --hidden_size "$HIDDEN" --num_attention_heads "$HEADS" \
   --seq_length 128 --max_predictions_per_seq 20 --vocab_size 30522 \
