@@ -1,5 +1,4 @@
 """Flags: the seed's spellings, bool forms, derived defaults, hardware rule, size checks."""
-import argparse
 import os
 
 import pytest

@@ -95,7 +95,7 @@ def start_and_kill_after_checkpoint(script, args, checkpoint_name, nproc=1):
     deadline = time.time() + 300
     try:
         for line in proc.stdout:
-            if f"saved checkpoint" in line and checkpoint_name in line:
+            if "saved checkpoint" in line and checkpoint_name in line:
                 break
             assert time.time() < deadline, "no checkpoint within 300 s"
         else:

@@ -50,7 +50,6 @@ import numpy as np
 from tqdm import tqdm
 
 import dataset
-from oneflow.core.record import record_pb2
 from utils.data import tokenization
 from utils.data.sentences import CorpusError, ReadStats, iter_text_documents, list_input_files, split_document
 
