@@ -2,12 +2,14 @@
 
 One definition used by every script, in eager mode and inside nn.Graph, local or global.
 Parameter names follow Hugging Face's BertModel so checkpoints convert by name.
-This module imports only oneflow and the standard library: no data, flags or files.
+It imports only oneflow, the standard library and utils/numpy_blas.py: no data, flags or files.
 
 CPU speed notes (OneFlow 0.9, measured in ../shared/notes and tests/test_modeling.py):
 - Broadcasting an [N, 1] tensor over [N, H] is ~100x slower than a same-shape op, so
   LayerNorm broadcasts its row statistics through a matmul with a ones row.
 - Denormal floats make the CPU GEMM ~150x slower, so every weight starts at N(0, 0.02).
+- In eager mode on CPU, dense layers, attention and LayerNorm run on numpy's BLAS
+  (utils/numpy_blas.py, 4-8x faster GEMMs); graph, global and CUDA tensors use the OneFlow ops below.
 """
 import json
 import math
@@ -16,6 +18,8 @@ from dataclasses import asdict, dataclass, fields
 import oneflow as flow
 import oneflow.nn as nn
 import oneflow.nn.functional as F
+
+from utils import numpy_blas
 
 
 @dataclass
@@ -69,6 +73,8 @@ ACTIVATIONS = {"gelu": F.gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_
 
 def linear(x, weight, bias):
     """y = x @ weight^T + bias for x of any rank; the one place every dense layer goes through."""
+    if bias is not None and numpy_blas.usable(x, weight, bias):
+        return numpy_blas.Linear.apply(x, weight, bias)
     y = flow.matmul(x, weight, transpose_b=True)
     return y + bias if bias is not None else y
 
@@ -95,6 +101,8 @@ class LayerNorm(nn.Module):
         self.register_buffer("averager", flow.ones(hidden_size, 1) / hidden_size, persistent=False)
 
     def forward(self, x):
+        if numpy_blas.usable(x, self.weight, self.bias):
+            return numpy_blas.LayerNorm.apply(x, self.weight, self.bias, flow.tensor(self.eps))
         centered = x - flow.matmul(flow.matmul(x, self.averager), self.expander)
         variance = flow.matmul(centered * centered, self.averager)
         inv_std = flow.matmul(flow.rsqrt(variance + self.eps), self.expander)
@@ -134,6 +142,13 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, hidden, attention_bias):
         batch, seq, hidden_size = hidden.shape
+        if numpy_blas.usable(hidden, attention_bias):
+            # Heads stay in [B, S, H, D]; numpy's batched GEMMs read them through strides.
+            heads = (batch, seq, self.num_heads, self.head_size)
+            query, key, value = (layer(hidden).reshape(heads) for layer in (self.query, self.key, self.value))
+            scale = flow.tensor(1.0 / math.sqrt(self.head_size))
+            probs = self.dropout(numpy_blas.AttentionProbs.apply(query, key, attention_bias, scale))
+            return numpy_blas.AttentionContext.apply(probs, value).reshape(batch, seq, hidden_size)
         query = self.split_heads(self.query(hidden))
         key = self.split_heads(self.key(hidden))
         value = self.split_heads(self.value(hidden))

@@ -9,6 +9,7 @@ Data: --train_file / --predict_file take SQuAD JSON and build features (cached u
 --train_data_dir / --eval_data_dir take prebuilt OFRecords in the seed's layout. The last eval batch is padded
 and its padded rows dropped, so any eval set size works.
 """
+from utils import numpy_blas  # noqa: F401  (first: it loads numpy with its fast BLAS kernel, see the module)
 import argparse
 import json
 import os

@@ -8,6 +8,7 @@ after warm-up, tokens/s over all processes, peak RSS of the largest process, gra
 FLOP/s as a fraction of a single-process matmul peak measured in the same run. ddp2 and global2 relaunch
 this module under oneflow.distributed.launch with 2 processes. B is per process.
 """
+from utils import numpy_blas  # first import: it loads numpy with its fast BLAS kernel (see the module)
 import argparse
 import json
 import os
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import time
 from types import SimpleNamespace
+
+from utils.config import add_bool
 
 CONFIGS = {
     "small": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024, batch=32),
@@ -36,14 +39,18 @@ def model_flops_per_step(c, batch):
     return 3 * (dense + attention + mlm + 2 * h * h * batch)
 
 
-def matmul_peak_flops(size=1024, repeats=5):
+def matmul_peak_flops(use_numpy, size=1024, repeats=5):
+    """FLOP/s of a [size, size] matmul in this process, on the GEMM the eager step uses."""
+    import numpy as np
     import oneflow as flow
 
     a, b = flow.randn(size, size), flow.randn(size, size)
-    flow.matmul(a, b).numpy()
+    a_np, b_np = a.numpy(), b.numpy()
+    product = (lambda: a_np @ b_np) if use_numpy else (lambda: flow.matmul(a, b).numpy())
+    product()
     start = time.time()
     for _ in range(repeats):
-        flow.matmul(a, b).numpy()
+        product()
     return 2 * size ** 3 * repeats / (time.time() - start)
 
 
@@ -62,7 +69,7 @@ def random_batch(batch, vocab, seed=0):
     }
 
 
-def measure(config_name, mode, steps, warmup):
+def measure(config_name, mode, steps, warmup, use_numpy_blas):
     """Runs in each process; returns this process's measurements."""
     import oneflow as flow
 
@@ -70,6 +77,7 @@ def measure(config_name, mode, steps, warmup):
     from utils import trainer
     from utils.optim import build_lr_scheduler, build_optimizer
 
+    numpy_blas.set_enabled(use_numpy_blas)
     c = CONFIGS[config_name]
     kind, _ = MODES[mode]
     is_global = mode == "global2"
@@ -83,11 +91,13 @@ def measure(config_name, mode, steps, warmup):
     runner = trainer.build_runner(kind, trainer.PRETRAINING, model, optimizer,
                                   build_lr_scheduler(optimizer, 10_000, 100), args, placement)
     batch = random_batch(c["batch"], VOCAB, seed=flow.env.get_rank())
+    # OneFlow runs ops asynchronously: a step is done when the optimizer has written the last parameter.
+    last_parameter = optimizer.param_groups[-1].parameters[-1]
 
     def timed_step():
         start = time.time()
-        loss = runner.train_step(batch)[0]
-        float(placement.to_host(loss, reduce_ranks=False))
+        runner.train_step(batch)
+        (last_parameter if last_parameter.is_local else last_parameter.to_local()).numpy()
         return time.time() - start
 
     first = timed_step()  # includes graph compilation in graph modes
@@ -98,9 +108,9 @@ def measure(config_name, mode, steps, warmup):
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
-def summarize(config_name, mode, per_process, peak_flops):
+def summarize(config_name, mode, per_process, peak_flops, use_numpy_blas):
     c = CONFIGS[config_name]
-    nproc = MODES[mode][1]
+    kind, nproc = MODES[mode]
     median = statistics.median(per_process[0]["times"])
     flops = model_flops_per_step(c, c["batch"]) * nproc / median
     return {
@@ -108,7 +118,8 @@ def summarize(config_name, mode, per_process, peak_flops):
         "tokens_per_s": nproc * c["batch"] * SEQ / median,
         "sec_per_step_median": median,
         "peak_rss_gb": max(p["peak_rss_gb"] for p in per_process),
-        "compile_s": (per_process[0]["first_step_s"] - median) if MODES[mode][0] == "graph" else 0.0,
+        "compile_s": (per_process[0]["first_step_s"] - median) if kind == "graph" else 0.0,
+        "numpy_blas": use_numpy_blas and kind == "eager",
         "model_tflops": flops / 1e12,
         "matmul_peak_gflops": peak_flops / 1e9,
         "fraction_of_matmul_peak": flops / peak_flops,
@@ -126,13 +137,14 @@ def run_distributed(args):
             port = s.getsockname()[1]
         cmd = [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", "2", "--master_port", str(port),
                "-m", "utils.benchmark", "--config", args.config, "--mode", args.mode, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--worker_dir", out]
+               "--warmup", str(args.warmup), f"--numpy_blas={args.numpy_blas}", "--worker_dir", out]
         subprocess.run(cmd, check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         return [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(2)]
 
 
 def print_table(result):
-    rows = [("config", result["config"]), ("mode", result["mode"]), ("tokens/s", f"{result['tokens_per_s']:.0f}"),
+    rows = [("config", result["config"]), ("mode", result["mode"]), ("numpy BLAS", str(result["numpy_blas"])),
+            ("tokens/s", f"{result['tokens_per_s']:.0f}"),
             ("s/step (median)", f"{result['sec_per_step_median']:.3f}"), ("peak RSS GB", f"{result['peak_rss_gb']:.2f}"),
             ("compile s", f"{result['compile_s']:.1f}"), ("model TFLOP/s", f"{result['model_tflops']:.4f}"),
             ("matmul peak GFLOP/s", f"{result['matmul_peak_gflops']:.1f}"),
@@ -149,19 +161,22 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the result here")
+    add_bool(parser, "--numpy_blas", default=True, help="eager modes: matrix products on numpy's BLAS")
     parser.add_argument("--worker_dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker_dir:  # one process of a ddp2/global2 run
         import oneflow as flow
 
-        result = measure(args.config, args.mode, args.steps, args.warmup)
+        result = measure(args.config, args.mode, args.steps, args.warmup, args.numpy_blas)
         with open(os.path.join(args.worker_dir, f"rank{flow.env.get_rank()}.json"), "w") as f:
             json.dump(result, f)
         return
-    per_process = run_distributed(args) if MODES[args.mode][1] > 1 else [
-        measure(args.config, args.mode, args.steps, args.warmup)]
-    result = summarize(args.config, args.mode, per_process, matmul_peak_flops())
+    kind, nproc = MODES[args.mode]
+    use_numpy = args.numpy_blas and kind == "eager"
+    per_process = run_distributed(args) if nproc > 1 else [
+        measure(args.config, args.mode, args.steps, args.warmup, args.numpy_blas)]
+    result = summarize(args.config, args.mode, per_process, matmul_peak_flops(use_numpy), use_numpy)
     print_table(result)
     if args.json:
         with open(args.json, "w") as f:

@@ -58,6 +58,8 @@ def add_hardware_args(parser):
     g.add_argument("--cuda_devices", default=None, help="CUDA device ids (sets CUDA_VISIBLE_DEVICES)")
     g.add_argument("--gpu_num_per_node", type=int, default=1, help="GPUs per node (seed SQuAD flag)")
     add_bool(g, "--use_fp16", default=False, help="Mixed precision (CUDA only; CPU runs stay fp32)")
+    add_bool(g, "--numpy_blas", default=os.environ.get("BERT_NUMPY_BLAS", "1") != "0",
+             help="Eager CPU runs: matrix products on numpy's BLAS (default on; also BERT_NUMPY_BLAS=0 turns it off)")
     g.add_argument("--nccl-fusion-threshold-mb", "--nccl_fusion_threshold_mb", type=int, default=16,
                    help="NCCL fusion threshold megabytes (CUDA only)")
     g.add_argument("--nccl-fusion-max-ops", "--nccl_fusion_max_ops", type=int, default=24,
@@ -174,6 +176,9 @@ def resolve_hardware(args):
         warn("--with-cuda was given but CUDA is not available: running on CPU")
         args.with_cuda = False
     args.device = "cuda" if args.with_cuda else "cpu"
+    from utils import numpy_blas
+
+    numpy_blas.set_enabled(args.numpy_blas)
     if args.device == "cpu":
         if args.use_fp16:
             warn("--use_fp16 has no effect on CPU (OneFlow 0.9 has no CPU fp16/bf16 kernels): training stays fp32")

@@ -1,0 +1,177 @@
+"""Eager CPU matrix products on numpy's BLAS, as OneFlow autograd Functions.
+
+Why: OneFlow 0.9's CPU matmul runs its bundled OpenBLAS on one thread with a generic SSE
+kernel (~30 GFLOP/s here); numpy's OpenBLAS reaches ~190-230 GFLOP/s on the same 2 cores.
+Only eager, local, CPU float32 tensors take this path (`usable`); graph, global and CUDA
+tensors keep OneFlow's ops, so their semantics are unchanged. Tensors cross as zero-copy
+views (Tensor.to_numpy() after the tensor is ready, flow.from_numpy on a contiguous array).
+
+Opt out with --numpy_blas=False (every script) or BERT_NUMPY_BLAS=0 in the environment.
+
+Import this module before numpy: once OneFlow is loaded, numpy's OpenBLAS no longer detects
+the CPU and falls back to a slow kernel, so the kernel is named for it here (OPENBLAS_CORETYPE
+from the CPU flags) and the variable is removed again before OneFlow loads, because OneFlow's
+own OpenBLAS kernels get slower with it.
+"""
+import os
+import sys
+
+
+def _openblas_core_for_this_cpu():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    if "avx512f" in flags:
+        return "SkylakeX"
+    if "avx2" in flags:
+        return "Haswell"
+    return None
+
+
+def _load_numpy_with_native_kernel():
+    core = _openblas_core_for_this_cpu()
+    if "numpy" in sys.modules or "OPENBLAS_CORETYPE" in os.environ or core is None:
+        return
+    os.environ["OPENBLAS_CORETYPE"] = core
+    import numpy  # noqa: F401  (OpenBLAS reads OPENBLAS_CORETYPE when it loads)
+
+    del os.environ["OPENBLAS_CORETYPE"]
+
+
+_load_numpy_with_native_kernel()
+
+import numpy as np  # noqa: E402
+import oneflow as flow  # noqa: E402
+
+ENABLED = os.environ.get("BERT_NUMPY_BLAS", "1") != "0"
+
+
+def set_enabled(enabled):
+    global ENABLED
+    ENABLED = bool(enabled)
+
+
+def usable(*tensors):
+    """True when every tensor is an eager, local, CPU float32 tensor and the path is on."""
+    return ENABLED and all(
+        not t.is_lazy and t.is_local and t.device.type == "cpu" and t.dtype == flow.float32 for t in tensors
+    )
+
+
+def _to_flow(array):
+    return flow.from_numpy(np.ascontiguousarray(array))
+
+
+def _rows(array):
+    return array.reshape(-1, array.shape[-1])
+
+
+def _heads(tensor):
+    """A [B, S, H, D] tensor as a [B, H, S, D] numpy view (strides only, no copy)."""
+    return tensor.to_numpy().transpose(0, 2, 1, 3)
+
+
+class Linear(flow.autograd.Function):
+    """y = x W^T + b over the last dim of x; backward: dx = g W, dW = g^T x, db = sum of g."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.needs_input_grad_x = x.requires_grad
+        x_np, w_np = x.to_numpy(), weight.to_numpy()
+        y = _rows(x_np) @ w_np.T
+        y += bias.to_numpy()
+        return _to_flow(y.reshape(*x_np.shape[:-1], w_np.shape[0]))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        x_np, w_np, g = x.to_numpy(), weight.to_numpy(), _rows(grad.to_numpy())
+        dx = _to_flow((g @ w_np).reshape(x_np.shape)) if ctx.needs_input_grad_x else None
+        return dx, _to_flow(g.T @ _rows(x_np)), _to_flow(g.sum(0))
+
+
+class AttentionProbs(flow.autograd.Function):
+    """softmax(scale * q k^T + bias) per head, the reference BERT attention weights.
+
+    q, k: [B, S, H, D]; bias broadcasts to [B, H, S, S]; returns [B, H, S, S].
+    Backward of softmax: dS = P * (dP - sum(dP * P) over the last dim).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, bias, scale):
+        scores = np.matmul(_heads(q), _heads(k).swapaxes(-1, -2))
+        scores *= scale.to_numpy()
+        scores += bias.to_numpy()
+        scores -= scores.max(-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(-1, keepdims=True)
+        probs = _to_flow(scores)
+        ctx.save_for_backward(q, k, probs, scale)
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, probs, scale = ctx.saved_tensors
+        p = probs.to_numpy()
+        d_scores = grad.to_numpy() * p
+        d_scores -= p * d_scores.sum(-1, keepdims=True)
+        d_scores *= scale.to_numpy()
+        dq, dk = np.empty(q.shape, np.float32), np.empty(k.shape, np.float32)
+        np.matmul(d_scores, _heads(k), out=dq.transpose(0, 2, 1, 3))
+        np.matmul(d_scores.swapaxes(-1, -2), _heads(q), out=dk.transpose(0, 2, 1, 3))
+        return _to_flow(dq), _to_flow(dk), None, None
+
+
+class AttentionContext(flow.autograd.Function):
+    """probs [B, H, S, S] @ v, with v and the result in [B, S, H, D]: no head permute copies."""
+
+    @staticmethod
+    def forward(ctx, probs, v):
+        ctx.save_for_backward(probs, v)
+        context = np.empty(v.shape, np.float32)
+        np.matmul(probs.to_numpy(), _heads(v), out=context.transpose(0, 2, 1, 3))
+        return _to_flow(context)
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, v = ctx.saved_tensors
+        p, g = probs.to_numpy(), _heads(grad)
+        dv = np.empty(v.shape, np.float32)
+        np.matmul(p.swapaxes(-1, -2), g, out=dv.transpose(0, 2, 1, 3))
+        return _to_flow(np.matmul(g, _heads(v).swapaxes(-1, -2))), _to_flow(dv)
+
+
+class LayerNorm(flow.autograd.Function):
+    """LayerNorm over the last dim (Ba et al. 2016) with its closed-form backward:
+    dx = rstd * (g*w - mean(g*w) - xhat * mean(g*w * xhat)), dw = sum(g * xhat), db = sum(g).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        x_np = x.to_numpy()
+        rows = _rows(x_np)
+        xhat = rows - rows.mean(-1, keepdims=True)
+        variance = np.einsum("ij,ij->i", xhat, xhat)[:, None] / rows.shape[1]
+        rstd = 1.0 / np.sqrt(variance + eps.to_numpy())
+        xhat *= rstd
+        y = xhat * weight.to_numpy()
+        y += bias.to_numpy()
+        ctx.save_for_backward(_to_flow(xhat), _to_flow(rstd), weight)
+        return _to_flow(y.reshape(x_np.shape))
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, rstd, weight = (t.to_numpy() for t in ctx.saved_tensors)
+        g = _rows(grad.to_numpy())
+        gw = g * weight
+        width = xhat.shape[1]
+        mean_gw = gw.sum(-1, keepdims=True) / width
+        mean_gw_xhat = np.einsum("ij,ij->i", gw, xhat)[:, None] / width
+        gw -= mean_gw
+        gw -= xhat * mean_gw_xhat
+        gw *= rstd
+        dx = _to_flow(gw.reshape(grad.shape))
+        return dx, _to_flow(np.einsum("ij,ij->j", g, xhat)), _to_flow(g.sum(0)), None
