@@ -120,6 +120,7 @@ def summarize(config_name, mode, per_process, peak_flops, use_numpy_blas):
         "peak_rss_gb": max(p["peak_rss_gb"] for p in per_process),
         "compile_s": (per_process[0]["first_step_s"] - median) if kind == "graph" else 0.0,
         "numpy_blas": use_numpy_blas and kind == "eager",
+        "numpy_openblas_kernel": numpy_blas.numpy_openblas_kernel(),
         "model_tflops": flops / 1e12,
         "matmul_peak_gflops": peak_flops / 1e9,
         "fraction_of_matmul_peak": flops / peak_flops,

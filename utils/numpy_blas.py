@@ -45,6 +45,22 @@ _load_numpy_with_native_kernel()
 import numpy as np  # noqa: E402
 import oneflow as flow  # noqa: E402
 
+def numpy_openblas_kernel():
+    """Name of the kernel numpy's bundled OpenBLAS runs (e.g. SkylakeX, Haswell, Prescott), or None."""
+    import ctypes
+    import glob
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "libopenblas*.so*"))
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for symbol in ("openblas_get_corename64_", "openblas_get_corename"):
+            if hasattr(lib, symbol):
+                getter = getattr(lib, symbol)
+                getter.restype = ctypes.c_char_p
+                return getter().decode()
+    return None
+
+
 ENABLED = os.environ.get("BERT_NUMPY_BLAS", "1") != "0"
 
 
