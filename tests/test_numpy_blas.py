@@ -52,6 +52,14 @@ def test_linear_matches_flow(blas_switch):
     rng = np.random.RandomState(1)
     x, w, b = (rng.randn(*s).astype(np.float32) for s in [(3, 5, 16), (24, 16), (24,)])
     compare_paths(linear, [x, w, b], blas_switch)
+    # An input that needs no gradient (no dx computed) still gives the weight gradients.
+    grads = []
+    for enabled in (True, False):
+        blas_switch(enabled)
+        weight = flow.tensor(w, requires_grad=True)
+        linear(flow.tensor(x), weight, flow.tensor(b)).sum().backward()
+        grads.append(weight.grad.numpy())
+    assert_close(*grads)
 
 
 def test_layer_norm_matches_flow_and_nn_layer_norm(blas_switch):
