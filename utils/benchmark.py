@@ -1,6 +1,6 @@
 """Training throughput of the real pre-training step, per named config and execution mode.
 
-    python3 -m utils.benchmark --config {small,base} --mode {eager,graph,ddp2,global2} [--steps N] [--json FILE]
+    python3 -m utils.benchmark --config {small,base,quickstart} --mode {eager,graph,ddp2,global2} [--steps N] [--json FILE]
 
 It builds the model, optimizer and runner exactly as run_eager_pretraining.py / run_pretraining.py do
 (utils.trainer.build_runner) and times `runner.train_step` on a fixed random batch: median seconds per step
@@ -23,6 +23,8 @@ from types import SimpleNamespace
 from utils.config import add_bool
 
 CONFIGS = {
+    # The README's main job (examples/quickstart.sh).
+    "quickstart": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512, batch=32),
     "small": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024, batch=32),
     "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072, batch=8),
 }
