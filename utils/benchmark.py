@@ -1,6 +1,7 @@
 """Training throughput of the real pre-training step, per named config and execution mode.
 
-    python3 -m utils.benchmark --config {small,base,quickstart} --mode {eager,graph,ddp2,global2} [--steps N] [--json FILE]
+    python3 -m utils.benchmark --config {small,base,quickstart} --mode {eager,graph,ddp2,global2}
+        [--steps N] [--warmup N] [--numpy_blas=False] [--json FILE]
 
 It builds the model, optimizer and runner exactly as run_eager_pretraining.py / run_pretraining.py do
 (utils.trainer.build_runner) and times `runner.train_step` on a fixed random batch: median seconds per step
