@@ -45,6 +45,7 @@ _load_numpy_with_native_kernel()
 import numpy as np  # noqa: E402
 import oneflow as flow  # noqa: E402
 
+
 def numpy_openblas_kernel():
     """Name of the kernel numpy's bundled OpenBLAS runs (e.g. SkylakeX, Haswell, Prescott), or None."""
     import ctypes
