@@ -1,4 +1,5 @@
 """The numpy-BLAS eager path (utils/numpy_blas.py) against OneFlow's own ops, forward and backward."""
+import argparse
 import os
 import subprocess
 import sys
@@ -196,14 +197,14 @@ def test_only_eager_local_cpu_float32_tensors_take_the_numpy_path(blas_switch):
 
 
 def test_flag_and_environment_turn_it_off(blas_switch, monkeypatch):
-    parser = cfg.argparse.ArgumentParser()
+    parser = argparse.ArgumentParser()
     cfg.add_hardware_args(parser)
     cfg.resolve_hardware(parser.parse_args(["--numpy_blas=False"]))
     assert numpy_blas.ENABLED is False
     cfg.resolve_hardware(parser.parse_args([]))
     assert numpy_blas.ENABLED is True
     monkeypatch.setenv("BERT_NUMPY_BLAS", "0")
-    parser = cfg.argparse.ArgumentParser()
+    parser = argparse.ArgumentParser()
     cfg.add_hardware_args(parser)
     cfg.resolve_hardware(parser.parse_args([]))
     assert numpy_blas.ENABLED is False

@@ -44,7 +44,6 @@ def model_flops_per_step(c, batch):
 
 def matmul_peak_flops(use_numpy, size=1024, repeats=5):
     """FLOP/s of a [size, size] matmul in this process, on the GEMM the eager step uses."""
-    import numpy as np
     import oneflow as flow
 
     a, b = flow.randn(size, size), flow.randn(size, size)
