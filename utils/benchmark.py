@@ -111,6 +111,7 @@ def measure(config_name, mode, steps, warmup, use_numpy_blas):
 
 
 def summarize(config_name, mode, per_process, peak_flops, use_numpy_blas):
+    """use_numpy_blas: whether the timed step ran on numpy's BLAS (eager modes with the flag on)."""
     c = CONFIGS[config_name]
     kind, nproc = MODES[mode]
     median = statistics.median(per_process[0]["times"])
@@ -121,7 +122,7 @@ def summarize(config_name, mode, per_process, peak_flops, use_numpy_blas):
         "sec_per_step_median": median,
         "peak_rss_gb": max(p["peak_rss_gb"] for p in per_process),
         "compile_s": (per_process[0]["first_step_s"] - median) if kind == "graph" else 0.0,
-        "numpy_blas": use_numpy_blas and kind == "eager",
+        "numpy_blas": use_numpy_blas,
         "numpy_openblas_kernel": numpy_blas.numpy_openblas_kernel(),
         "model_tflops": flops / 1e12,
         "matmul_peak_gflops": peak_flops / 1e9,
@@ -164,7 +165,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the result here")
-    add_bool(parser, "--numpy_blas", default=True, help="eager modes: matrix products on numpy's BLAS")
+    add_bool(parser, "--numpy_blas", default=numpy_blas.enabled_in_environment(),
+             help="eager modes: matrix products on numpy's BLAS (default: on unless BERT_NUMPY_BLAS=0)")
     parser.add_argument("--worker_dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 

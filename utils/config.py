@@ -9,6 +9,7 @@ import os
 import sys
 
 from modeling import BertConfig
+from utils import numpy_blas
 
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
 _FALSE = {"false", "f", "no", "n", "0", "off"}
@@ -58,7 +59,7 @@ def add_hardware_args(parser):
     g.add_argument("--cuda_devices", default=None, help="CUDA device ids (sets CUDA_VISIBLE_DEVICES)")
     g.add_argument("--gpu_num_per_node", type=int, default=1, help="GPUs per node (seed SQuAD flag)")
     add_bool(g, "--use_fp16", default=False, help="Mixed precision (CUDA only; CPU runs stay fp32)")
-    add_bool(g, "--numpy_blas", default=os.environ.get("BERT_NUMPY_BLAS", "1") != "0",
+    add_bool(g, "--numpy_blas", default=numpy_blas.enabled_in_environment(),
              help="Eager CPU runs: matrix products on numpy's BLAS (default on; also BERT_NUMPY_BLAS=0 turns it off)")
     g.add_argument("--nccl-fusion-threshold-mb", "--nccl_fusion_threshold_mb", type=int, default=16,
                    help="NCCL fusion threshold megabytes (CUDA only)")
@@ -176,8 +177,6 @@ def resolve_hardware(args):
         warn("--with-cuda was given but CUDA is not available: running on CPU")
         args.with_cuda = False
     args.device = "cuda" if args.with_cuda else "cpu"
-    from utils import numpy_blas
-
     numpy_blas.set_enabled(args.numpy_blas)
     if args.device == "cpu":
         if args.use_fp16:

@@ -62,7 +62,12 @@ def numpy_openblas_kernel():
     return None
 
 
-ENABLED = os.environ.get("BERT_NUMPY_BLAS", "1") != "0"
+def enabled_in_environment():
+    """The default of the path: on unless BERT_NUMPY_BLAS=0."""
+    return os.environ.get("BERT_NUMPY_BLAS", "1") != "0"
+
+
+ENABLED = enabled_in_environment()
 
 
 def set_enabled(enabled):
