@@ -109,6 +109,44 @@ class LayerNorm(nn.Module):
         return centered * inv_std * self.weight + self.bias
 
 
+class Dropout(nn.Module):
+    """Dropout (Srivastava et al. 2014) with a mask stream of its own, seeded from the global RNG.
+
+    OneFlow 0.9's nn.Dropout gives every module a Generator with the same fixed seed, whatever
+    flow.manual_seed says, so all dropouts of one shape draw the same mask at every step; inside
+    nn.Graph the dropout op ignores generators and seeds altogether. Each module here owns a
+    generator seeded at construction: eager runs the fused dropout kernel with it, and a graph
+    draws the keep mask with flow.rand, which honours the generator in a graph.
+    """
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+        self.generator = flow.Generator()
+        self.generator.manual_seed(int(flow.randint(0, 2 ** 62, (1,)).item()))
+
+    def offset_seed(self, offset):
+        """Gives data-parallel ranks different masks: each rank offsets the seed by its rank."""
+        self.generator.manual_seed(self.generator.initial_seed() + offset)
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if not x.is_lazy:
+            return flow._C.dropout(x, self.p, True, False, self.generator, addend=None)
+        if x.is_global:
+            noise = flow.rand(*x.shape, placement=x.placement, sbp=x.sbp, generator=self.generator)
+        else:
+            noise = flow.rand(*x.shape, device=x.device, generator=self.generator)
+        return x * (noise >= self.p).to(x.dtype) * (1.0 / (1.0 - self.p))
+
+
+def offset_dropout_seeds(model, offset):
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.offset_seed(offset)
+
+
 class BertEmbeddings(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -116,7 +154,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids):
         seq_length = input_ids.shape[1]
@@ -134,7 +172,7 @@ class BertSelfAttention(nn.Module):
         self.query = Linear(config.hidden_size, config.hidden_size)
         self.key = Linear(config.hidden_size, config.hidden_size)
         self.value = Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def split_heads(self, x):
         batch, seq, _ = x.shape
@@ -165,7 +203,7 @@ class BertSelfOutput(nn.Module):
         super().__init__()
         self.dense = Linear(in_size, hidden_size)
         self.LayerNorm = LayerNorm(hidden_size, config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)

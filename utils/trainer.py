@@ -16,7 +16,7 @@ import oneflow as flow
 from tqdm import tqdm
 
 import dataset
-from modeling import BertForPreTraining, pretraining_loss
+from modeling import BertForPreTraining, offset_dropout_seeds, pretraining_loss
 from utils import config as cfg
 from utils.checkpoints import CheckpointError, native
 from utils.metrics import format_train_line, format_val_line
@@ -334,6 +334,7 @@ def distribute(model, args, placement):
     if args.use_ddp:
         from oneflow.nn.parallel import DistributedDataParallel
 
+        offset_dropout_seeds(model, flow.env.get_rank())
         model = DistributedDataParallel(model)
     if args.use_consistent:
         model.to_global(placement=placement.placement, sbp=flow.sbp.broadcast)
