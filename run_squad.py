@@ -177,12 +177,17 @@ class LossWindow:
         return format_train_line(values)
 
 
+def total_train_steps(train_steps, num_epoch, steps_per_epoch):
+    """--train_steps when given, else --num_epoch epochs rounded to whole steps (at least one)."""
+    return train_steps if train_steps is not None else max(1, round(num_epoch * steps_per_epoch))
+
+
 def train(args, model, placement, index, run_log):
     """Fine-tunes in place; returns (runner, timing dict)."""
     batch_size = args.batch_size_per_device
     loader = dataset.RecordLoader(index, batch_size, shuffle=True, seed=args.seed)
     steps_per_epoch = loader.steps_per_epoch
-    total_steps = args.train_steps if args.train_steps is not None else max(1, round(args.num_epoch * steps_per_epoch))
+    total_steps = total_train_steps(args.train_steps, args.num_epoch, steps_per_epoch)
     warmup_steps = int(args.warmup_proportion * total_steps)
     optimizer = build_optimizer(model, OPTIMIZER, args.learning_rate, args.weight_decay, CLIP_GRAD_MAX_NORM)
     lr_scheduler = build_lr_scheduler(optimizer, total_steps, warmup_steps)
