@@ -7,7 +7,7 @@ import oneflow as flow
 import pytest
 
 from modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertModel, Dropout, LayerNorm,
-                      pretraining_loss)
+                      offset_dropout_seeds, pretraining_loss)
 
 CONFIG = BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
                     intermediate_size=40, max_position_embeddings=32, hidden_dropout_prob=0.0,
@@ -265,3 +265,16 @@ def test_dropout_is_identity_in_eval_and_at_zero():
     module = TwoDropouts(0.0)
     module.train()
     assert all(np.array_equal(o.numpy(), x.numpy()) for o in module(x))
+
+
+def test_data_parallel_ranks_draw_different_dropout_masks():
+    def masks(rank):
+        flow.manual_seed(5)  # every rank builds the same model from the same seed
+        module = TwoDropouts(0.5)
+        offset_dropout_seeds(module, rank)
+        module.train()
+        return [o.numpy() for o in module(flow.ones(4, 64))]
+
+    rank0, rank1 = masks(0), masks(1)
+    assert all(np.array_equal(a, b) for a, b in zip(rank0, masks(0)))
+    assert not any(np.array_equal(a, b) for a, b in zip(rank0, rank1))
