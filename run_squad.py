@@ -1,8 +1,9 @@
 """Fine-tune and evaluate BERT on SQuAD v1.1 / v2.0 (graph mode by default, or --mode eager).
 
-The recipe is Google BERT's run_squad.py (Devlin et al. 2018): a linear start/end head on the encoder,
-loss = mean of the start and end cross-entropies, AdamW (weight decay 0.01, none on biases and LayerNorm),
-gradient clipping at 1.0, linear warmup over --warmup_proportion of the steps then linear decay to 0.
+The model and loss are Google BERT's run_squad.py (Devlin et al. 2018): a linear start/end head on the
+encoder, loss = mean of the start and end cross-entropies. The optimizer is AdamW with gradient clipping at 1.0,
+linear warmup over --warmup_proportion of the steps then linear decay to 0, in Hugging Face's recipe by default
+(--optimizer_recipe, utils/optim.py).
 Training and prediction run through utils/trainer.py, so eager and graph compute the same step.
 
 Data: --train_file / --predict_file take SQuAD JSON and build features (cached under --output_dir/features);
@@ -189,12 +190,13 @@ def train(args, model, placement, index, run_log):
     steps_per_epoch = loader.steps_per_epoch
     total_steps = total_train_steps(args.train_steps, args.num_epoch, steps_per_epoch)
     warmup_steps = int(args.warmup_proportion * total_steps)
-    optimizer = build_optimizer(model, OPTIMIZER, args.learning_rate, args.weight_decay, CLIP_GRAD_MAX_NORM)
-    lr_scheduler = build_lr_scheduler(optimizer, total_steps, warmup_steps)
+    optimizer = build_optimizer(model, OPTIMIZER, args.learning_rate, args.weight_decay, CLIP_GRAD_MAX_NORM,
+                                args.optimizer_recipe)
+    lr_scheduler = build_lr_scheduler(optimizer, total_steps, warmup_steps, args.optimizer_recipe)
     runner = build_runner(args.mode, SQUAD, model, optimizer, lr_scheduler, args, placement)
     run_log(f"train: {len(index)} features, batch {batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps "
             f"({total_steps / steps_per_epoch:.2f} epochs), warmup {warmup_steps}, lr {args.learning_rate}, "
-            f"mode {args.mode}")
+            f"recipe {args.optimizer_recipe}, mode {args.mode}")
     window, real_tokens = LossWindow(), 0
     start = time.time()
     batches = iter(loader)

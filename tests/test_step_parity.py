@@ -1,8 +1,8 @@
 """The SQuAD training step against PyTorch (issue H): the guard that our step stays the reference's step.
 
 tests/fixtures/squad_step_reference/ was written by examples/pytorch_reference/make_step_fixture.py (HF
-BertForQuestionAnswering in PyTorch, dropout 0, run_squad.py's optimizer recipe): a tiny model, 50 fixed
-batches, the gradient of every parameter at step 1, and the loss and learning rate of every step.
+BertForQuestionAnswering in PyTorch, dropout 0): a tiny model, 50 fixed batches, the gradient of every parameter
+at step 1, and for each optimizer recipe of utils/optim.py the loss and learning rate of every step.
 """
 import json
 import os
@@ -22,10 +22,17 @@ from utils.trainer import EagerRunner, GraphRunner, Placement
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "squad_step_reference")
 
 
-@pytest.fixture(scope="module")
-def reference():
-    with open(os.path.join(FIXTURE, "trajectory.json")) as f:
-        trajectory = json.load(f)
+RECIPES = ["bert", "hf"]
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module", params=RECIPES)
+def reference(request):
+    trajectory = read_json(os.path.join(FIXTURE, f"trajectory_{request.param}.json"))
     batches = dict(np.load(os.path.join(FIXTURE, "batches.npz")))
     gradients = dict(np.load(os.path.join(FIXTURE, "step1_gradients.npz")))
     return trajectory, batches, gradients
@@ -65,15 +72,18 @@ def gradient_error(actual, expected):
     return float(np.abs(actual - expected).max() / allowed)
 
 
-def test_fixture_exercises_per_group_clipping(reference):
-    trajectory, _, _ = reference
-    decay_norm, no_decay_norm = trajectory["step1_group_grad_norms"]
-    # One group is clipped and the other not, so a global-norm clip would give a different step.
-    assert decay_norm > trajectory["max_norm"] > no_decay_norm
+def test_fixture_exercises_clipping_and_the_recipes_differ():
+    bert, hf = (read_json(os.path.join(FIXTURE, f"trajectory_{r}.json")) for r in RECIPES)
+    decay_norm, no_decay_norm = bert["step1_group_grad_norms"]
+    # "bert" clips one group and not the other, so a global-norm clip would give a different step.
+    assert decay_norm > bert["max_norm"] > no_decay_norm
+    assert hf["step1_group_grad_norms"][0] > hf["max_norm"]
+    assert abs(bert["losses"][-1] - hf["losses"][-1]) > 0.01
 
 
-def test_step1_gradients_match_pytorch(reference, blas):
-    _, batches, expected = reference
+def test_step1_gradients_match_pytorch(blas):
+    batches = dict(np.load(os.path.join(FIXTURE, "batches.npz")))
+    expected = dict(np.load(os.path.join(FIXTURE, "step1_gradients.npz")))
     model = reference_model()
     model.train()
     batch = batch_at(batches, 0)
@@ -90,9 +100,10 @@ def test_step1_gradients_match_pytorch(reference, blas):
 
 def run_trajectory(mode, trajectory, batches):
     model = reference_model()
+    recipe = trajectory["recipe"]
     optimizer = build_optimizer(model, OPTIMIZER, trajectory["learning_rate"], trajectory["weight_decay"],
-                                CLIP_GRAD_MAX_NORM)
-    scheduler = build_lr_scheduler(optimizer, trajectory["steps"], trajectory["warmup_steps"])
+                                CLIP_GRAD_MAX_NORM, recipe)
+    scheduler = build_lr_scheduler(optimizer, trajectory["steps"], trajectory["warmup_steps"], recipe)
     placement = Placement("cpu", False)
     runner_class = GraphRunner if mode == "graph" else EagerRunner
     extra = (False,) if mode == "graph" else ()

@@ -8,6 +8,7 @@ one rule both scripts use to find a vocab when --vocab_file is not given.
 import os
 
 from utils.config import add_bool
+from utils.optim import RECIPES
 
 
 def add_mode_arg(group):
@@ -57,8 +58,10 @@ def add_squad_args(parser):
                    help="Evaluate only this many batches; scores then cover the questions they complete")
     g.add_argument("--learning_rate", type=float, default=3e-5, help="Peak learning rate of AdamW")
     g.add_argument("--warmup_proportion", type=float, default=0.1, help="Linear warmup share of the steps")
-    g.add_argument("--weight_decay", "--weight_decay_rate", type=float, default=0.01,
-                   help="AdamW weight decay (not on biases and LayerNorm)")
+    g.add_argument("--weight_decay", "--weight_decay_rate", type=float, default=0.01, help="AdamW weight decay")
+    g.add_argument("--optimizer_recipe", choices=sorted(RECIPES), default="hf",
+                   help="hf: eps 1e-8, decay on every parameter, one gradient norm, decay after warmup; "
+                        "bert: Google BERT's optimization.py (see utils/optim.py)")
     g.add_argument("--loss_print_every_n_iter", type=int, default=20, help="Interval of training loss printing")
     g.add_argument("--log_dir", default=None, help="Also append the printed log lines to LOG_DIR/run_squad.log")
     add_bool(g, "--save_last_snapshot", default=False, help="Save the fine-tuned model to --model_save_dir")

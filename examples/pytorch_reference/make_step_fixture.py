@@ -2,9 +2,9 @@
 """Writes tests/fixtures/squad_step_reference/: a tiny HF BertForQuestionAnswering, fixed batches, and what
 PyTorch computes for them, the oracle of tests/test_step_parity.py (issue H).
 
-The reference runs squad_reference.py's `ours` recipe (run_squad.py's optimizer, clipping and schedule) with
-dropout 0, so the project's eager and graph steps must reproduce it: the gradient of every parameter at the first
-step, and the loss and learning rate of every step. Run it in the PyTorch venv (see squad_reference.py):
+The reference runs both of squad_reference.py's recipes (`bert` and `hf`, utils/optim.py's recipes of the same
+names) with dropout 0, so the project's eager and graph steps must reproduce them: the gradient of every parameter
+at the first step, and the loss and learning rate of every step. Run it in the PyTorch venv (see squad_reference.py):
 
     /tmp/torchref/bin/python examples/pytorch_reference/make_step_fixture.py tests/fixtures/squad_step_reference
 """
@@ -39,10 +39,8 @@ def make_batches(rng):
             "start_positions": start[..., None].astype(np.int32), "end_positions": end[..., None].astype(np.int32)}
 
 
-def main():
-    out_dir = sys.argv[1]
+def reference_model():
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     model = BertForQuestionAnswering(BertConfig(**CONFIG))
     # HF's word embedding never updates its [PAD] row (padding_idx); Google's BERT and ours train it like any row.
     model.bert.embeddings.word_embeddings.padding_idx = None
@@ -51,34 +49,54 @@ def main():
         for name, param in model.named_parameters():
             if "LayerNorm" in name or name.endswith("bias"):
                 param.add_(torch.randn_like(param) * 0.1)
+    return model
+
+
+def step1_gradients(model, batch):
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["input_mask"], token_type_ids=batch["segment_ids"],
+                start_positions=batch["start_positions"].reshape(-1), end_positions=batch["end_positions"].reshape(-1))
+    out.loss.backward()
+    grads = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
+    model.zero_grad()
+    return grads
+
+
+def trajectory(recipe, batches):
+    """Loss and learning rate of every step, and the step-1 gradient norm of every parameter group."""
+    model = reference_model()
+    model.train()
+    optimizer = build_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, recipe)
+    losses, lrs, group_norms = [], [], []
+    for step in range(STEPS):
+        batch = {k: torch.tensor(v[step], dtype=torch.long) for k, v in batches.items()}
+        if step == 0:
+            grads = step1_gradients(model, batch)
+            group_norms = [float(np.sqrt(sum((grads[n] ** 2).sum() for n, p in model.named_parameters()
+                                                if any(p is q for q in g["params"]))))
+                           for g in optimizer.param_groups]
+        lrs.append(LEARNING_RATE * lr_factor(step, STEPS, WARMUP, recipe))
+        losses.append(train_step(model, optimizer, batch, lrs[-1], MAX_NORM, recipe))
+    return {"recipe": recipe, "losses": losses, "learning_rates": lrs, "step1_group_grad_norms": group_norms,
+            "steps": STEPS, "warmup_steps": WARMUP, "learning_rate": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,
+            "max_norm": MAX_NORM, "torch": torch.__version__,
+            "command": "examples/pytorch_reference/make_step_fixture.py tests/fixtures/squad_step_reference"}
+
+
+def main():
+    out_dir = sys.argv[1]
+    torch.set_num_threads(1)
+    model = reference_model()
     model.save_pretrained(os.path.join(out_dir, "model"))
     batches = make_batches(np.random.default_rng(0))
     np.savez_compressed(os.path.join(out_dir, "batches.npz"), **batches)
-
-    optimizer = build_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, "ours")
-    model.train()
-    losses, lrs, grads, group_norms = [], [], {}, []
-    for step in range(STEPS):
-        batch = {k: torch.tensor(v[step], dtype=torch.long) for k, v in batches.items()}
-        lr = LEARNING_RATE * lr_factor(step, STEPS, WARMUP, "ours")
-        if step == 0:
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["input_mask"],
-                        token_type_ids=batch["segment_ids"], start_positions=batch["start_positions"].reshape(-1),
-                        end_positions=batch["end_positions"].reshape(-1))
-            out.loss.backward()
-            grads = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
-            group_norms = [float(torch.norm(torch.stack([p.grad.norm() for p in g["params"]])))
-                           for g in optimizer.param_groups]
-            optimizer.zero_grad()
-        losses.append(train_step(model, optimizer, batch, lr, MAX_NORM, "ours"))
-        lrs.append(lr)
-    np.savez_compressed(os.path.join(out_dir, "step1_gradients.npz"), **grads)
-    with open(os.path.join(out_dir, "trajectory.json"), "w") as f:
-        json.dump({"losses": losses, "learning_rates": lrs, "step1_group_grad_norms": group_norms,
-                   "steps": STEPS, "warmup_steps": WARMUP, "learning_rate": LEARNING_RATE,
-                   "weight_decay": WEIGHT_DECAY, "max_norm": MAX_NORM, "torch": torch.__version__,
-                   "command": "examples/pytorch_reference/make_step_fixture.py " + out_dir}, f, indent=1)
-    print(f"losses {losses[0]:.4f} -> {losses[-1]:.4f}; step-1 group gradient norms {group_norms}")
+    first = {k: torch.tensor(v[0], dtype=torch.long) for k, v in batches.items()}
+    np.savez_compressed(os.path.join(out_dir, "step1_gradients.npz"), **step1_gradients(model, first))
+    for recipe in ("bert", "hf"):
+        result = trajectory(recipe, batches)
+        with open(os.path.join(out_dir, f"trajectory_{recipe}.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"{recipe}: losses {result['losses'][0]:.4f} -> {result['losses'][-1]:.4f}; "
+              f"step-1 group gradient norms {result['step1_group_grad_norms']}")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ input modes:
                  --model_load_dir DIR` then predicts with the project's features and post-processing.
                  This isolates training numerics from data and post-processing.
 
---recipe picks the optimizer details:
-  ours  what run_squad.py does: AdamW eps 1e-6, no weight decay on biases/LayerNorm, gradient clipping per
-        parameter group (OneFlow's nn.Graph rule), linear warmup to the value the linear decay has reached at
-        the end of warmup (Google BERT's optimization.py, as OneFlow's WarmupLR(PolynomialLR) computes it).
+--recipe picks the optimizer details, as utils/optim.py's recipes of the same names:
+  bert  Google BERT's optimization.py: AdamW eps 1e-6, no weight decay on biases/LayerNorm, gradient clipping
+        per parameter group (OneFlow's nn.Graph rule), linear warmup to the value the linear decay (from step 0)
+        has reached at the end of warmup.
   hf    HF's usual loop: AdamW eps 1e-8, weight decay on every parameter, one global gradient norm, linear
         warmup to the full rate and linear decay to 0 after it (get_linear_schedule_with_warmup).
 """
@@ -226,7 +226,7 @@ def predict(args, model, tokenizer):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--input", choices=["hf", "ours"], required=True)
-    ap.add_argument("--recipe", choices=["hf", "ours"], required=True)
+    ap.add_argument("--recipe", choices=["hf", "bert"], required=True)
     ap.add_argument("--model_dir", required=True, help="initial weights: an HF BERT directory with vocab.txt")
     ap.add_argument("--output_dir", required=True)
     ap.add_argument("--train_file", help="SQuAD JSON (--input hf)")
