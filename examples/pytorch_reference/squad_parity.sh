@@ -8,9 +8,10 @@
 #   ours   examples/finetune_squad_minilm.sh (eager)                          -> OUT_DIR/ours_eager
 #   graph  the same with --mode graph (about 2 h for v1.1 on 2 cores)         -> OUT_DIR/ours_graph
 #   hf_a   HF's own windows, labels and post-processing, HF's optimizer loop -> OUT_DIR/hf_a
-#   hf_b   HF trained on our exported batches with our recipe, then predicted by run_squad.py with our features
+#   hf_b   HF trained on our exported batches with our recipe ($RECIPE), then predicted by run_squad.py with our features
 #          and post-processing (needs OUT_DIR/ours_eager/features from an `ours` run) -> OUT_DIR/hf_b
 # TORCH_PY is a Python with torch and transformers (not a project dependency; see squad_reference.py).
+# RECIPE (default hf, run_squad.py's default) is the optimizer recipe of the ours, graph and hf_b runs.
 # Each run writes its log next to its folder; the scores are printed at the end.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -19,6 +20,7 @@ OUT="${2:?usage: squad_parity.sh [v1.1|v2.0] OUT_DIR [SEED] [RUNS]}"
 SEED="${3:-12345}"
 RUNS="${4:-ours hf_a hf_b}"
 TORCH_PY="${TORCH_PY:?set TORCH_PY to a Python with torch and transformers}"
+RECIPE="${RECIPE:-hf}"
 bash "$ROOT/scripts/setup_env.sh"
 PY="$ROOT/.venv/bin/python"
 SQUAD="${BERT_SHARED_DATA:-$ROOT/../shared/data}/squad/$VERSION"
@@ -35,9 +37,9 @@ score() {  # predictions.json [null_odds.json] -> scores JSON
 for run in $RUNS; do
   case "$run" in
     ours)
-      bash "$ROOT/examples/finetune_squad_minilm.sh" "$VERSION" "$OUT/ours_eager" --seed "$SEED" > "$OUT/ours_eager.log" 2>&1 ;;
+      bash "$ROOT/examples/finetune_squad_minilm.sh" "$VERSION" "$OUT/ours_eager" --seed "$SEED" --optimizer_recipe "$RECIPE" > "$OUT/ours_eager.log" 2>&1 ;;
     graph)
-      bash "$ROOT/examples/finetune_squad_minilm.sh" "$VERSION" "$OUT/ours_graph" --seed "$SEED" --mode graph \
+      bash "$ROOT/examples/finetune_squad_minilm.sh" "$VERSION" "$OUT/ours_graph" --seed "$SEED" --mode graph --optimizer_recipe "$RECIPE" \
         > "$OUT/ours_graph.log" 2>&1 ;;
     hf_a)
       "$TORCH_PY" "$ROOT/examples/pytorch_reference/squad_reference.py" --input hf --recipe hf --model_dir "$MINILM" \
@@ -46,7 +48,7 @@ for run in $RUNS; do
     hf_b)
       "$PY" "$ROOT/examples/pytorch_reference/export_training_batches.py" "$OUT/ours_eager/features/train" \
         "$OUT/hf_b_batches.npz" --seq_length 256 --batch_size 16 --seed "$SEED"
-      "$TORCH_PY" "$ROOT/examples/pytorch_reference/squad_reference.py" --input ours --recipe ours --model_dir "$MINILM" \
+      "$TORCH_PY" "$ROOT/examples/pytorch_reference/squad_reference.py" --input ours --recipe "$RECIPE" --model_dir "$MINILM" \
         --output_dir "$OUT/hf_b" --features "$OUT/hf_b_batches.npz" --seed "$SEED" > "$OUT/hf_b.log" 2>&1
       "$PY" "$ROOT/run_squad.py" --mode=eager --do_train=False --do_eval=True --version_2_with_negative=$V2 \
         --model_load_dir "$OUT/hf_b/model" --vocab_file "$MINILM/vocab.txt" --do_lower_case=True \
