@@ -183,10 +183,15 @@ def total_train_steps(train_steps, num_epoch, steps_per_epoch):
     return train_steps if train_steps is not None else max(1, round(num_epoch * steps_per_epoch))
 
 
+def training_loader(index, batch_size, seed):
+    """The training batches: each epoch a permutation of the features seeded by seed + epoch."""
+    return dataset.RecordLoader(index, batch_size, shuffle=True, seed=seed)
+
+
 def train(args, model, placement, index, run_log):
     """Fine-tunes in place; returns (runner, timing dict)."""
     batch_size = args.batch_size_per_device
-    loader = dataset.RecordLoader(index, batch_size, shuffle=True, seed=args.seed)
+    loader = training_loader(index, batch_size, args.seed)
     steps_per_epoch = loader.steps_per_epoch
     total_steps = total_train_steps(args.train_steps, args.num_epoch, steps_per_epoch)
     warmup_steps = int(args.warmup_proportion * total_steps)

@@ -11,7 +11,7 @@ import numpy as np
 import oneflow as flow
 import pytest
 
-from modeling import BertForQuestionAnswering, squad_loss
+from modeling import BertForQuestionAnswering
 from run_squad import CLIP_GRAD_MAX_NORM, OPTIMIZER, SQUAD
 from utils import numpy_blas
 from utils.checkpoints.hf import read_hf
@@ -30,12 +30,14 @@ def read_json(path):
         return json.load(f)
 
 
+@pytest.fixture(scope="module")
+def batches():
+    return dict(np.load(os.path.join(FIXTURE, "batches.npz")))
+
+
 @pytest.fixture(scope="module", params=RECIPES)
-def reference(request):
-    trajectory = read_json(os.path.join(FIXTURE, f"trajectory_{request.param}.json"))
-    batches = dict(np.load(os.path.join(FIXTURE, "batches.npz")))
-    gradients = dict(np.load(os.path.join(FIXTURE, "step1_gradients.npz")))
-    return trajectory, batches, gradients
+def trajectory(request):
+    return read_json(os.path.join(FIXTURE, f"trajectory_{request.param}.json"))
 
 
 def reference_model():
@@ -81,16 +83,13 @@ def test_fixture_exercises_clipping_and_the_recipes_differ():
     assert abs(bert["losses"][-1] - hf["losses"][-1]) > 0.01
 
 
-def test_step1_gradients_match_pytorch(blas):
-    batches = dict(np.load(os.path.join(FIXTURE, "batches.npz")))
+def test_step1_gradients_match_pytorch(batches, blas):
     expected = dict(np.load(os.path.join(FIXTURE, "step1_gradients.npz")))
     model = reference_model()
     model.train()
     batch = batch_at(batches, 0)
-    inputs = [flow.tensor(batch[f]) for f in ("input_ids", "input_mask", "segment_ids")]
-    start_logits, end_logits = model(*inputs)
-    squad_loss(start_logits, end_logits, flow.tensor(batch["start_positions"]),
-               flow.tensor(batch["end_positions"])).backward()
+    loss = SQUAD.train_outputs(model, [flow.tensor(batch[f]) for f in SQUAD.train_fields])[0]
+    loss.backward()
     params = dict(model.named_parameters())
     assert set(params) == set(expected)
     errors = {name: gradient_error(params[name].grad.numpy(), expected[name]) for name in expected}
@@ -115,8 +114,7 @@ def run_trajectory(mode, trajectory, batches):
     return np.array(losses), np.array(lrs)
 
 
-def test_eager_trajectory_matches_pytorch(reference, blas):
-    trajectory, batches, _ = reference
+def test_eager_trajectory_matches_pytorch(trajectory, batches, blas):
     assert trajectory["max_norm"] == CLIP_GRAD_MAX_NORM
     losses, lrs = run_trajectory("eager", trajectory, batches)
     np.testing.assert_allclose(lrs, trajectory["learning_rates"], rtol=1e-6, atol=1e-12)
@@ -124,7 +122,6 @@ def test_eager_trajectory_matches_pytorch(reference, blas):
     assert losses[-1] < losses[0] - 0.2  # the run trains, so the comparison covers real updates
 
 
-def test_graph_trajectory_matches_pytorch(reference):
-    trajectory, batches, _ = reference
+def test_graph_trajectory_matches_pytorch(trajectory, batches):
     losses, _ = run_trajectory("graph", trajectory, batches)
     np.testing.assert_allclose(losses, trajectory["losses"], rtol=1e-3)

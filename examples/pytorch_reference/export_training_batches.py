@@ -17,7 +17,7 @@ from utils import numpy_blas  # noqa: E402,F401  (before numpy, as in every entr
 import numpy as np  # noqa: E402
 
 import dataset  # noqa: E402
-from run_squad import TRAIN_FIELDS, total_train_steps  # noqa: E402
+from run_squad import TRAIN_FIELDS, total_train_steps, training_loader  # noqa: E402
 
 
 def main():
@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--train_steps", type=int, default=None)
     args = ap.parse_args()
     index = dataset.RecordIndex(args.train_dir, dataset.squad_train_schema(args.seq_length))
-    loader = dataset.RecordLoader(index, args.batch_size, shuffle=True, seed=args.seed)
+    loader = training_loader(index, args.batch_size, args.seed)
     steps = total_train_steps(args.train_steps, args.num_epoch, loader.steps_per_epoch)
     batches = [loader.load_batch(step) for step in range(steps)]
     np.savez_compressed(args.output, **{f: np.stack([b[f] for b in batches]) for f in TRAIN_FIELDS})

@@ -61,19 +61,17 @@ def step1_gradients(model, batch):
     return grads
 
 
-def trajectory(recipe, batches):
+def trajectory(recipe, batches, step1_grads):
     """Loss and learning rate of every step, and the step-1 gradient norm of every parameter group."""
     model = reference_model()
     model.train()
     optimizer = build_optimizer(model, LEARNING_RATE, WEIGHT_DECAY, recipe)
-    losses, lrs, group_norms = [], [], []
+    group_norms = [float(np.sqrt(sum((step1_grads[n] ** 2).sum() for n, p in model.named_parameters()
+                                     if any(p is q for q in g["params"]))))
+                   for g in optimizer.param_groups]
+    losses, lrs = [], []
     for step in range(STEPS):
         batch = {k: torch.tensor(v[step], dtype=torch.long) for k, v in batches.items()}
-        if step == 0:
-            grads = step1_gradients(model, batch)
-            group_norms = [float(np.sqrt(sum((grads[n] ** 2).sum() for n, p in model.named_parameters()
-                                                if any(p is q for q in g["params"]))))
-                           for g in optimizer.param_groups]
         lrs.append(LEARNING_RATE * lr_factor(step, STEPS, WARMUP, recipe))
         losses.append(train_step(model, optimizer, batch, lrs[-1], MAX_NORM, recipe))
     return {"recipe": recipe, "losses": losses, "learning_rates": lrs, "step1_group_grad_norms": group_norms,
@@ -90,9 +88,10 @@ def main():
     batches = make_batches(np.random.default_rng(0))
     np.savez_compressed(os.path.join(out_dir, "batches.npz"), **batches)
     first = {k: torch.tensor(v[0], dtype=torch.long) for k, v in batches.items()}
-    np.savez_compressed(os.path.join(out_dir, "step1_gradients.npz"), **step1_gradients(model, first))
+    grads = step1_gradients(model, first)
+    np.savez_compressed(os.path.join(out_dir, "step1_gradients.npz"), **grads)
     for recipe in ("bert", "hf"):
-        result = trajectory(recipe, batches)
+        result = trajectory(recipe, batches, grads)
         with open(os.path.join(out_dir, f"trajectory_{recipe}.json"), "w") as f:
             json.dump(result, f, indent=1)
         print(f"{recipe}: losses {result['losses'][0]:.4f} -> {result['losses'][-1]:.4f}; "
