@@ -12,6 +12,7 @@ The reader (`RecordLoader`) is Python-side so that its position is part of a che
 - `state_dict()` is the number of steps consumed, and decoding runs in a background thread.
 This module knows nothing about the model.
 """
+import contextlib
 import mmap
 import os
 import queue
@@ -26,41 +27,57 @@ from oneflow.core.record import record_pb2
 LENGTH_BYTES = 8
 PART_PREFIX = "part-"
 _PART_RE = re.compile(r"^part-(\d+)$")
+_TMP_PART_RE = re.compile(r"^part-\d+\.tmp")
+# Present while a writer of this project fills a data directory; removed only when every file is complete.
+INCOMPLETE_MARKER = ".incomplete"
 
-Field = namedtuple("Field", ["shape", "dtype"])
+# Values must lie in [low, high): `bound` names the high limit in messages (e.g. "vocab_size 30522").
+# A None limit is not checked; float fields are always checked to be finite.
+Field = namedtuple("Field", ["shape", "dtype", "low", "high", "bound"], defaults=(None, None, ""))
 
 
 class DataError(Exception):
     """Bad or missing data files; the message names the file and field."""
 
 
-def pretraining_schema(seq_length, max_predictions_per_seq):
+def _ids(length, vocab_size):
+    return Field((length,), np.int32, 0, vocab_size, f"vocab_size {vocab_size}")
+
+
+def _text_fields(seq_length, vocab_size, type_vocab_size):
     return {
-        "input_ids": Field((seq_length,), np.int32),
-        "input_mask": Field((seq_length,), np.int32),
-        "segment_ids": Field((seq_length,), np.int32),
-        "masked_lm_positions": Field((max_predictions_per_seq,), np.int32),
-        "masked_lm_ids": Field((max_predictions_per_seq,), np.int32),
+        "input_ids": _ids(seq_length, vocab_size),
+        "input_mask": Field((seq_length,), np.int32, 0, 2, "a 0/1 mask"),
+        "segment_ids": Field((seq_length,), np.int32, 0, type_vocab_size, f"type_vocab_size {type_vocab_size}"),
+    }
+
+
+def _position(seq_length):
+    return Field((1,), np.int32, 0, seq_length, f"seq_length {seq_length}")
+
+
+def pretraining_schema(seq_length, max_predictions_per_seq, vocab_size=None, type_vocab_size=None):
+    """Without vocab_size/type_vocab_size those two limits are unchecked (reading data without a model)."""
+    return {
+        **_text_fields(seq_length, vocab_size, type_vocab_size),
+        "masked_lm_positions": Field((max_predictions_per_seq,), np.int32, 0, seq_length, f"seq_length {seq_length}"),
+        "masked_lm_ids": _ids(max_predictions_per_seq, vocab_size),
         "masked_lm_weights": Field((max_predictions_per_seq,), np.float32),
-        "next_sentence_labels": Field((1,), np.int32),
+        "next_sentence_labels": Field((1,), np.int32, 0, 2, "labels 0/1"),
     }
 
 
-def squad_train_schema(seq_length):
+def squad_train_schema(seq_length, vocab_size=None, type_vocab_size=None):
     return {
-        "input_ids": Field((seq_length,), np.int32),
-        "input_mask": Field((seq_length,), np.int32),
-        "segment_ids": Field((seq_length,), np.int32),
-        "start_positions": Field((1,), np.int32),
-        "end_positions": Field((1,), np.int32),
+        **_text_fields(seq_length, vocab_size, type_vocab_size),
+        "start_positions": _position(seq_length),
+        "end_positions": _position(seq_length),
     }
 
 
-def squad_eval_schema(seq_length):
+def squad_eval_schema(seq_length, vocab_size=None, type_vocab_size=None):
     return {
-        "input_ids": Field((seq_length,), np.int32),
-        "input_mask": Field((seq_length,), np.int32),
-        "segment_ids": Field((seq_length,), np.int32),
+        **_text_fields(seq_length, vocab_size, type_vocab_size),
         "unique_ids": Field((1,), np.int32),
     }
 
@@ -88,8 +105,14 @@ def frame(payload):
     return struct.pack("<q", len(payload)) + payload
 
 
+INT32_RANGE = (np.iinfo(np.int32).min, np.iinfo(np.int32).max)
+
+
 def decode_record(payload, schema, where):
-    """Serialized OFRecord -> dict name -> np array of the schema's shape and dtype."""
+    """Serialized OFRecord -> dict name -> np array of the schema's shape and dtype.
+
+    Int fields must be stored as int lists (a float list would be truncated silently) within int32.
+    """
     record = record_pb2.OFRecord()
     try:
         record.ParseFromString(payload)
@@ -105,8 +128,35 @@ def decode_record(payload, schema, where):
         expected = int(np.prod(field.shape))
         if len(values) != expected:
             raise DataError(f"{where}: field '{name}' has {len(values)} values, expected {expected}")
+        if np.dtype(field.dtype).kind == "i":
+            if kind not in ("int32_list", "int64_list"):
+                raise DataError(f"{where}: field '{name}' is stored as {kind}, expected integers")
+            wide = np.asarray(values, dtype=np.int64)
+            if wide.size and (wide.min() < INT32_RANGE[0] or wide.max() > INT32_RANGE[1]):
+                raise DataError(f"{where}: field '{name}' has a value outside int32")
         out[name] = np.asarray(values, dtype=field.dtype).reshape(field.shape)
     return out
+
+
+def check_values(batch, schema, where_row):
+    """Every field of a decoded batch within its schema limits; where_row(i) names row i's file and record.
+
+    Vectorized, so it is cheap per batch. Values outside the embedding tables would abort OneFlow's gather
+    (exit 134) or train silently on wrong rows, hence the check before any tensor is made.
+    """
+    for name, field in schema.items():
+        values = batch[name].reshape(len(batch[name]), -1)
+        if np.dtype(field.dtype).kind == "f":
+            bad = ~np.isfinite(values)
+            rule = "a non-finite value"
+        else:
+            low = -np.inf if field.low is None else field.low
+            high = np.inf if field.high is None else field.high
+            bad = (values < low) | (values >= high)
+            rule = f"outside [{field.low}, {field.high}) ({field.bound})"
+        if bad.any():
+            row, column = np.argwhere(bad)[0]
+            raise DataError(f"{where_row(int(row))}: field '{name}' has {values[row, column]}, {rule}")
 
 
 class PartWriter:
@@ -141,19 +191,44 @@ class PartWriter:
         self.abort() if exc_type else self.close()
 
 
+@contextlib.contextmanager
+def writing(directory):
+    """Marks `directory` incomplete (INCOMPLETE_MARKER) while the body writes it; the marker goes when the body
+    completes. A writer that is killed or fails leaves the marker, so readers refuse the directory."""
+    os.makedirs(directory, exist_ok=True)
+    marker = os.path.join(directory, INCOMPLETE_MARKER)
+    with open(marker, "w") as f:
+        f.write(f"written by process {os.getpid()}\n")
+    yield
+    os.remove(marker)
+
+
+def check_complete(directory):
+    """DataError when a writer did not finish `directory` (or its parent, for OUT_DIR/val): a leftover
+    INCOMPLETE_MARKER or a temporary part file."""
+    for folder in (directory, os.path.dirname(os.path.abspath(directory))):
+        if os.path.exists(os.path.join(folder, INCOMPLETE_MARKER)):
+            raise DataError(f"{folder}: incomplete data directory (its writer was interrupted or failed; "
+                            f"{INCOMPLETE_MARKER} is still there): write it again")
+    leftovers = sorted(name for name in os.listdir(directory) if _TMP_PART_RE.match(name))
+    if leftovers:
+        raise DataError(f"{directory}: incomplete data directory: temporary part file {leftovers[0]} was left "
+                        "by an interrupted writer: write it again")
+
+
 def write_parts(directory, records, num_parts):
     """Writes records round-robin into part-0 .. part-{num_parts-1}; returns the count per part."""
-    os.makedirs(directory, exist_ok=True)
-    writers = [PartWriter(os.path.join(directory, f"{PART_PREFIX}{i}")) for i in range(num_parts)]
-    try:
-        for i, features in enumerate(records):
-            writers[i % num_parts].write(features)
-    except BaseException:
+    with writing(directory):
+        writers = [PartWriter(os.path.join(directory, f"{PART_PREFIX}{i}")) for i in range(num_parts)]
+        try:
+            for i, features in enumerate(records):
+                writers[i % num_parts].write(features)
+        except BaseException:
+            for w in writers:
+                w.abort()
+            raise
         for w in writers:
-            w.abort()
-        raise
-    for w in writers:
-        w.close()
+            w.close()
     return [w.count for w in writers]
 
 
@@ -164,6 +239,7 @@ def list_parts(directory):
     """Part files of a directory in numeric order; a DataError if there are none or numbers are missing."""
     if not os.path.isdir(directory):
         raise DataError(f"{directory}: data directory does not exist")
+    check_complete(directory)
     numbers = sorted(int(m.group(1)) for m in map(_PART_RE.match, os.listdir(directory)) if m)
     if not numbers:
         raise DataError(f"{directory}: no {PART_PREFIX}N files")
@@ -214,7 +290,8 @@ class RecordIndex:
             offsets, lengths = scan_offsets(path)
             with open(path, "rb") as f:
                 f.seek(offsets[0])
-                decode_record(f.read(int(lengths[0])), schema, f"{path} record 0")
+                first = decode_record(f.read(int(lengths[0])), schema, f"{path} record 0")
+            check_values({name: value[None] for name, value in first.items()}, schema, lambda _: f"{path} record 0")
             self.offsets.append(offsets)
             self.lengths.append(lengths)
             self.part_of.append(np.full(len(offsets), part_id, dtype=np.int32))
@@ -231,6 +308,10 @@ class RecordIndex:
     def locate(self, i):
         part, j = int(self.part_of[i]), int(self.record_in_part[i])
         return part, int(self.offsets[part][j]), int(self.lengths[part][j])
+
+    def describe(self, i):
+        """Record i as `FILE record J` (J counted within its part file)."""
+        return f"{self.parts[int(self.part_of[i])]} record {int(self.record_in_part[i])}"
 
 
 # ---------------------------------------------------------------- reading
@@ -306,8 +387,9 @@ class RecordLoader:
         for i in ids:
             part, offset, length = self.index.locate(int(i))
             payload = self._mapped(part)[offset:offset + length]
-            rows.append(decode_record(payload, self.index.schema, f"{self.index.parts[part]} record {i}"))
+            rows.append(decode_record(payload, self.index.schema, self.index.describe(i)))
         batch = {name: np.stack([r[name] for r in rows]) for name in self.index.schema}
+        check_values(batch, self.index.schema, lambda row: self.index.describe(ids[row]))
         if self.pad_last:
             batch["row_valid"] = valid.astype(np.float32)
         return batch

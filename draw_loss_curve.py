@@ -27,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot is imported)
 
 from utils.metrics import parse_log  # noqa: E402
+from utils import interrupts  # noqa: E402
 
 LOSS_PANELS = ("total_loss", "mlm_loss", "nsp_loss")
 # Accuracy names per line kind: training lines call NSP accuracy pred_acc (the seed's name), validation nsp_acc.
@@ -190,24 +191,25 @@ def draw(log_paths, out_png, labels=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Plot loss/accuracy curves of BERT pre-training logs; with two "
-                                                 "logs, also their difference (run 2 minus run 1).")
-    parser.add_argument("logs", nargs="+", help="training logs (seed line format), --metrics_file JSON lines, "
-                                                "or launcher log directories (local_rank_N/stdout)")
-    parser.add_argument("--out", default="loss_curve.png", help="output PNG (default: loss_curve.png)")
-    parser.add_argument("--labels", nargs="+", help="one curve name per log (default: the file names)")
-    args = parser.parse_args(argv)
-    try:
-        drawn = draw(args.logs, args.out, args.labels)
-    except (LogError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    for run in drawn["runs"]:
-        print(f"{run['label']}: {len(run['steps'])} training points, steps {run['steps'][0]}..{run['steps'][-1]}")
-    if drawn["difference"]:
-        worst = max(abs(v) for name in LOSS_PANELS for v in drawn["difference"][name])
-        print(f"largest |difference| over {len(drawn['difference']['steps'])} common steps: {worst:.6g}")
-    print(f"wrote {args.out}")
+    with interrupts.main_guard("draw_loss_curve.py"):
+        parser = argparse.ArgumentParser(description="Plot loss/accuracy curves of BERT pre-training logs; with two "
+                                                     "logs, also their difference (run 2 minus run 1).")
+        parser.add_argument("logs", nargs="+", help="training logs (seed line format), --metrics_file JSON lines, "
+                                                    "or launcher log directories (local_rank_N/stdout)")
+        parser.add_argument("--out", default="loss_curve.png", help="output PNG (default: loss_curve.png)")
+        parser.add_argument("--labels", nargs="+", help="one curve name per log (default: the file names)")
+        args = parser.parse_args(argv)
+        try:
+            drawn = draw(args.logs, args.out, args.labels)
+        except (LogError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        for run in drawn["runs"]:
+            print(f"{run['label']}: {len(run['steps'])} training points, steps {run['steps'][0]}..{run['steps'][-1]}")
+        if drawn["difference"]:
+            worst = max(abs(v) for name in LOSS_PANELS for v in drawn["difference"][name])
+            print(f"largest |difference| over {len(drawn['difference']['steps'])} common steps: {worst:.6g}")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

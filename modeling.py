@@ -117,17 +117,28 @@ class Dropout(nn.Module):
     nn.Graph the dropout op ignores generators and seeds altogether. Each module here owns a
     generator seeded at construction: eager runs the fused dropout kernel with it, and a graph
     draws the keep mask with flow.rand, which honours the generator in a graph.
+
+    A generator's state can't be saved (get_state doesn't track the CPU kernels' use), and a compiled graph
+    keeps the stream it was compiled with, so exact resume restarts the streams instead: `restart(segment)`
+    reseeds from (seed, segment), and the trainer restarts every stream (and recompiles a graph) at each
+    checkpoint step, in a fresh run and in a resumed one alike.
     """
 
     def __init__(self, p):
         super().__init__()
         self.p = p
+        self.seed = int(flow.randint(0, 2 ** 62, (1,)).item())
         self.generator = flow.Generator()
-        self.generator.manual_seed(int(flow.randint(0, 2 ** 62, (1,)).item()))
+        self.generator.manual_seed(self.seed)
 
     def offset_seed(self, offset):
         """Gives data-parallel ranks different masks: each rank offsets the seed by its rank."""
-        self.generator.manual_seed(self.generator.initial_seed() + offset)
+        self.seed += offset
+        self.generator.manual_seed(self.seed)
+
+    def restart(self, segment):
+        # An odd 64-bit multiplier (the golden ratio's) spreads consecutive segments over the seed space.
+        self.generator.manual_seed((self.seed + segment * 0x9E3779B97F4A7C15) % 2 ** 63)
 
     def forward(self, x):
         if not self.training or self.p == 0:
@@ -145,6 +156,12 @@ def offset_dropout_seeds(model, offset):
     for module in model.modules():
         if isinstance(module, Dropout):
             module.offset_seed(offset)
+
+
+def restart_dropout_streams(model, segment):
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.restart(segment)
 
 
 class BertEmbeddings(nn.Module):

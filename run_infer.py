@@ -20,7 +20,7 @@ import oneflow as flow
 
 from modeling import BertForPreTraining, BertForQuestionAnswering, BertModel
 from utils import config as cfg
-from utils import task_flags
+from utils import interrupts, task_flags
 from utils.checkpoints import CheckpointError, canonical_name
 from utils.data.squad_features import SquadDataError, SquadExample, convert_examples_to_features, split_words
 from utils.data.tokenization import VocabError, load_wordpiece_tokenizer
@@ -117,21 +117,43 @@ def checkpoint_source(args):
     return path, args.init_format
 
 
+def check_not_blank(args):
+    """A flag given as "" would otherwise read as absent and score the built-in example (or pack an empty text)."""
+    for flag in ("input_text", "input_text_b", "input_path"):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise cfg.UsageError(f"--{flag} is given but empty: pass a non-blank value, or leave the flag out")
+
+
+def read_input_file(path):
+    """Non-blank lines of --input_path as (A, B or None); a tab with nothing on one side is an error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.rstrip("\n") for line in f]
+    except OSError as e:
+        raise cfg.UsageError(f"--input_path {path}: {e.strerror}") from None
+    inputs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        a, b = line.split("\t", 1) if "\t" in line else (line, None)
+        if not a.strip() or (b is not None and not b.strip()):
+            raise cfg.UsageError(f"--input_path {path}: line {number} has an empty text on one side of its tab")
+        inputs.append((a, b))
+    if not inputs:
+        raise cfg.UsageError(f"--input_path {path}: no non-empty lines")
+    return inputs
+
+
 def read_inputs(args, task):
     """[(text_a, text_b or None)] from --input_text/--input_text_b or --input_path (tab separates A and B)."""
+    check_not_blank(args)
     if args.input_path and args.input_text:
         raise cfg.UsageError("--input_text and --input_path both given: pass one")
     if args.input_text_b and not args.input_text:
         raise cfg.UsageError("--input_text_b needs --input_text")
     if args.input_path:
-        try:
-            with open(args.input_path, encoding="utf-8") as f:
-                lines = [line.rstrip("\n") for line in f]
-        except OSError as e:
-            raise cfg.UsageError(f"--input_path {args.input_path}: {e.strerror}") from None
-        inputs = [tuple(line.split("\t", 1)) if "\t" in line else (line, None) for line in lines if line.strip()]
-        if not inputs:
-            raise cfg.UsageError(f"--input_path {args.input_path}: no non-empty lines")
+        inputs = read_input_file(args.input_path)
     elif args.input_text:
         inputs = [(args.input_text, args.input_text_b)]
     else:
@@ -331,6 +353,7 @@ def infer_qa(timer, tokenizer, inputs, args, max_length):
 
 
 def run(args):
+    cfg.check_flags(args)
     cfg.resolve_hardware(args)
     args.grad_acc_steps = 1
     task = resolve_task(args)
@@ -341,8 +364,6 @@ def run(args):
         raise cfg.UsageError("--vocab_file is required (the checkpoint directory has no vocab.txt)")
     tokenizer = load_wordpiece_tokenizer(vocab_file, args.do_lower_case)
     tokenizer.add_special_tokens([MASK])  # "[MASK]" in the text is the mask token, not "[", "mask", "]"
-    if args.batch_size < 1 or args.top_k < 1:
-        raise cfg.UsageError("--batch_size and --top_k must be >= 1")
 
     start = time.time()
     model_class, task_def = TASKS[task]
@@ -378,11 +399,12 @@ def run(args):
 
 def main(argv=None):
     args = cfg.parse_args(build_parser(), argv)
-    try:
-        return run(args)
-    except (cfg.UsageError, CheckpointError, VocabError, SquadDataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    with interrupts.main_guard("run_infer.py"):
+        try:
+            return run(args)
+        except (cfg.UsageError, CheckpointError, VocabError, SquadDataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

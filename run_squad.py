@@ -26,7 +26,7 @@ from tqdm import tqdm
 import dataset
 from modeling import BertForQuestionAnswering, squad_loss
 from utils import config as cfg
-from utils import task_flags
+from utils import interrupts, task_flags
 from utils.checkpoints import CheckpointError, native
 from utils.data.squad_features import SIDE_FILE, SquadDataError, build_features, load_eval_side_file
 from utils.data.tokenization import VocabError
@@ -34,7 +34,8 @@ from utils.metrics import format_train_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.squad_evaluate import data_version, evaluate
 from utils.squad_postprocess import compute_predictions, write_predictions
-from utils.trainer import Placement, Task, build_bert, build_runner, distribute, log
+from utils.trainer import (NonFiniteLoss, Placement, Task, build_bert, build_runner, check_finite_loss, distribute,
+                           log)
 
 TRAIN_FIELDS = ("input_ids", "input_mask", "segment_ids", "start_positions", "end_positions")
 EVAL_FIELDS = ("input_ids", "input_mask", "segment_ids")
@@ -94,7 +95,7 @@ def feature_settings(args, vocab_file):
                 do_lower_case=args.do_lower_case)
 
 
-def training_index(args, vocab_file):
+def training_index(args, vocab_file, config):
     """The training records: built from --train_file (cached) or prebuilt in --train_data_dir."""
     if args.train_file and args.train_data_dir:
         raise cfg.UsageError("--train_file and --train_data_dir both given: pass one")
@@ -106,12 +107,13 @@ def training_index(args, vocab_file):
         directory = args.train_data_dir
     else:
         raise cfg.UsageError("--do_train needs --train_file SQUAD.json or --train_data_dir OFRECORD_DIR")
-    index = dataset.RecordIndex(directory, dataset.squad_train_schema(args.seq_length))
+    index = dataset.RecordIndex(directory, dataset.squad_train_schema(args.seq_length, config.vocab_size,
+                                                                      config.type_vocab_size))
     check_count(len(index), args.train_example_num, "--train_example_num", directory)
     return index
 
 
-def eval_data(args, vocab_file):
+def eval_data(args, vocab_file, config):
     """(eval record index, side data for post-processing): from --predict_file, or --eval_data_dir with its
     own side file or one built from --predict_file."""
     built = None
@@ -129,7 +131,8 @@ def eval_data(args, vocab_file):
         directory, side_file = built.data_dir, built.side_file
     else:
         raise cfg.UsageError("--do_eval needs --predict_file SQUAD.json (or --eval_data_dir OFRECORD_DIR)")
-    index = dataset.RecordIndex(directory, dataset.squad_eval_schema(args.seq_length))
+    index = dataset.RecordIndex(directory, dataset.squad_eval_schema(args.seq_length, config.vocab_size,
+                                                                     config.type_vocab_size))
     side = load_eval_side_file(side_file)
     if len(side.features) != len(index):
         raise dataset.DataError(f"{directory} holds {len(index)} eval records but {side_file} describes "
@@ -205,12 +208,17 @@ def train(args, model, placement, index, run_log):
     window, real_tokens = LossWindow(), 0
     start = time.time()
     batches = iter(loader)
-    for step in tqdm(range(total_steps), desc="train", dynamic_ncols=True, disable=flow.env.get_rank() != 0):
-        batch = next(batches)
-        real_tokens += int(batch["input_mask"].sum())
-        window.add(runner.train_step(batch)[0])
-        if (step + 1) % args.loss_print_every_n_iter == 0 or step + 1 == total_steps:
-            run_log(window.line(step, step // steps_per_epoch, batch_size))
+    # A context manager, so that an error line printed after a failure starts on a line of its own.
+    with tqdm(total=total_steps, desc="train", dynamic_ncols=True, disable=flow.env.get_rank() != 0) as progress:
+        for step in range(total_steps):
+            batch = next(batches)
+            real_tokens += int(batch["input_mask"].sum())
+            loss = runner.train_step(batch)[0]
+            check_finite_loss(loss, step, placement, "no model is saved (fine-tuning has no intermediate checkpoints)")
+            window.add(loss)
+            progress.update(1)
+            if (step + 1) % args.loss_print_every_n_iter == 0 or step + 1 == total_steps:
+                run_log(window.line(step, step // steps_per_epoch, batch_size))
     seconds = time.time() - start
     loader.close()
     timing = {"train_steps": total_steps, "train_epochs": total_steps / steps_per_epoch, "train_seconds": seconds,
@@ -319,15 +327,16 @@ def check_args(args):
     if args.seq_length <= args.max_query_length + 3:
         raise cfg.UsageError(f"--seq_length {args.seq_length} must exceed --max_query_length {args.max_query_length} "
                              "+ 3 to leave room for the context")
-    for flag in ("batch_size_per_device", "eval_batch_size_per_device", "loss_print_every_n_iter"):
-        if getattr(args, flag) < 1:
-            raise cfg.UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if not args.do_train and not args.model_load_dir:
         cfg.warn("--do_eval without --do_train or --model_load_dir evaluates a randomly initialized model")
+    native.check_writable(args.output_dir, "--output_dir")
+    if args.do_train and args.save_last_snapshot:
+        native.check_writable(args.model_save_dir, "--model_save_dir")
 
 
 def run(args):
     start = time.time()
+    cfg.check_flags(args)
     cfg.resolve_hardware(args)
     check_args(args)
     args.grad_acc_steps, args.use_ddp, args.use_consistent = 1, False, False
@@ -338,13 +347,10 @@ def run(args):
     config, model, report = build_bert(args, BertForQuestionAnswering)
     if report:
         log(report.summary())
-    if args.seq_length > config.max_position_embeddings:
-        raise cfg.UsageError(f"--seq_length {args.seq_length} exceeds the model's max_position_embeddings "
-                             f"{config.max_position_embeddings}")
     placement = Placement(args.device, False)
     model = distribute(model, args, placement)
-    train_index = training_index(args, vocab_file) if args.do_train else None
-    eval_index, side = eval_data(args, vocab_file) if args.do_eval else (None, None)
+    train_index = training_index(args, vocab_file, config) if args.do_train else None
+    eval_index, side = eval_data(args, vocab_file, config) if args.do_eval else (None, None)
 
     summary = {"mode": args.mode, "seq_length": args.seq_length, "batch_size": args.batch_size_per_device}
     if args.do_train:
@@ -367,12 +373,13 @@ def run(args):
 
 def main(argv=None):
     args = cfg.parse_args(build_parser(), argv)
-    try:
-        return run(args)
-    except (cfg.UsageError, dataset.DataError, SquadDataError, VocabError, CheckpointError,
-            native.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    with interrupts.main_guard("run_squad.py"):
+        try:
+            return run(args)
+        except (cfg.UsageError, dataset.DataError, SquadDataError, VocabError, CheckpointError,
+                native.CheckpointError, NonFiniteLoss) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -111,9 +111,14 @@ def start_and_kill_after_checkpoint(script, args, checkpoint_name, nproc=1):
     ("run_pretraining.py", 2, ["--use_consistent"]),
 ], ids=["eager", "graph", "global2"])
 def test_resume_after_sigkill_continues_the_same_loss_sequence(data_dir, tmp_path, script, nproc, extra):
+    """With dropout on: the masks after a resume are the masks the uninterrupted run drew."""
     batch = 8 // nproc
+    extra = ["--hidden_dropout_prob", "0.1", "--attention_probs_dropout_prob", "0.1", *extra]
     full, _ = train(script, data_dir, str(tmp_path / "full"), nproc=nproc, steps=12, batch=batch,
                     extra=["--save_every_n_iters", "4", *extra])
+    without_dropout, _ = train(script, data_dir, str(tmp_path / "no_dropout"), nproc=nproc, steps=2, batch=batch,
+                               extra=extra[4:])
+    assert without_dropout[1] != pytest.approx(full[1], rel=1e-3)
     killed_dir = str(tmp_path / "killed")
     os.makedirs(killed_dir)
     args = train_args(data_dir, killed_dir, steps=12, batch=batch, extra=["--save_every_n_iters", "4", *extra])

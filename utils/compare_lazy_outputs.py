@@ -14,6 +14,7 @@ import numpy as np
 import oneflow as flow
 
 from modeling import BertForPreTraining
+from utils import interrupts
 from utils.checkpoints import CheckpointError
 from utils.checkpoints.lazy import read_lazy
 from utils.checkpoints.loading import INIT_FORMATS, load_into, load_state, read_checkpoint_and_config
@@ -64,23 +65,24 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        fmt, checkpoint, config = read_checkpoint_and_config(args.model_load_dir, args.init_format,
-                                                             args.bert_config_file)
-        eager, lazy = BertForPreTraining(config), BertForPreTraining(config)
-        eager_report = load_into(eager, checkpoint, args.model_load_dir, fmt)
-        lazy_report = load_params_from_lazy(lazy, args.lazy_dir)
-    except CheckpointError as e:
-        sys.exit(f"error: {e}")
-    print(lazy_report.summary())
-    eager.eval()
-    lazy.eval()
-    batch = random_batch(config, args.batch_size, args.seq_length, args.seed)
-    with_heads = heads_loaded(eager_report) and heads_loaded(lazy_report)
-    expected, actual = outputs(eager, batch, with_heads), outputs(lazy, batch, with_heads)
-    for name in expected:
-        print(f"{name}: max abs diff {np.abs(expected[name] - actual[name]).max():.3e}")
+    with interrupts.main_guard("compare_lazy_outputs"):
+        args = parse_args(argv)
+        try:
+            fmt, checkpoint, config = read_checkpoint_and_config(args.model_load_dir, args.init_format,
+                                                                 args.bert_config_file)
+            eager, lazy = BertForPreTraining(config), BertForPreTraining(config)
+            eager_report = load_into(eager, checkpoint, args.model_load_dir, fmt)
+            lazy_report = load_params_from_lazy(lazy, args.lazy_dir)
+        except CheckpointError as e:
+            sys.exit(f"error: {e}")
+        print(lazy_report.summary())
+        eager.eval()
+        lazy.eval()
+        batch = random_batch(config, args.batch_size, args.seq_length, args.seed)
+        with_heads = heads_loaded(eager_report) and heads_loaded(lazy_report)
+        expected, actual = outputs(eager, batch, with_heads), outputs(lazy, batch, with_heads)
+        for name in expected:
+            print(f"{name}: max abs diff {np.abs(expected[name] - actual[name]).max():.3e}")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,23 @@ matches it, and for two empty token lists F1 is 1 exactly when both are empty. Q
 prediction are left out. A na-prob file turns a prediction into "no answer" when its probability exceeds
 --na-prob-thresh, and best_* report the threshold on those probabilities that maximizes EM / F1.
 
+Nothing is dropped silently: question ids of the data file must be unique, the predictions file must map
+question id -> answer string (the na-prob file id -> number), and one warning line each says how many
+questions have no prediction and how many ids of the predictions / na-prob file are not in the data file
+(those are ignored; scores are over the data file's questions).
+
     python -m utils.squad_evaluate DATA.json PREDICTIONS.json [--na-prob-file null_odds.json]
         [--na-prob-thresh 1.0] [--out-file F]
 """
 import argparse
 import json
+import os
 import re
 import string
 import sys
 from collections import Counter, OrderedDict, namedtuple
+
+from utils import interrupts
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -58,6 +66,26 @@ def _questions(dataset_json):
             yield from paragraph["qas"]
 
 
+def question_ids(dataset_json):
+    """The data file's question ids in order; a ValueError on a repeated id, whose scores would merge."""
+    ids, seen = [], set()
+    for qa in _questions(dataset_json):
+        if qa["id"] in seen:
+            raise ValueError(f"question id {qa['id']!r} appears more than once (ids must be unique)")
+        seen.add(qa["id"])
+        ids.append(qa["id"])
+    return ids
+
+
+def warn(message):
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def _warn_missing(missing, total, consequence):
+    if missing:
+        warn(f"{len(missing)} of {total} questions have no prediction (e.g. {missing[0]}): {consequence}")
+
+
 def data_version(dataset_json):
     """1 or 2 from the 'version' field ('1.1', 'v2.0', ...); without one, 2 if any question has is_impossible."""
     version = str(dataset_json.get("version", "")).lstrip("vV")
@@ -71,31 +99,34 @@ def data_version(dataset_json):
 def evaluate_v1(dataset_json, predictions):
     """{'exact_match', 'f1'} in percent over all questions; missing predictions score 0."""
     total = em = f1 = 0.0
+    missing = []
     for qa in _questions(dataset_json):
         total += 1
         if qa["id"] not in predictions:
-            print(f"Unanswered question {qa['id']} will receive score 0.", file=sys.stderr)
+            missing.append(qa["id"])
             continue
         golds = [a["text"] for a in qa["answers"]]
         prediction = predictions[qa["id"]]
         em += max(exact_match(prediction, g) for g in golds)
         f1 += max(f1_score(prediction, g) for g in golds)
+    _warn_missing(missing, int(total), "they score 0")
     return OrderedDict(exact_match=100.0 * em / total, f1=100.0 * f1 / total)
 
 
 def raw_scores_v2(dataset_json, predictions):
     """Per question with a prediction: QuestionScore(exact, f1, has_answer), max over gold answers. has_answer means the
     question lists answers; when none of them is non-empty after normalization the gold is ""."""
-    scores = OrderedDict()
+    scores, missing = OrderedDict(), []
     for qa in _questions(dataset_json):
         if qa["id"] not in predictions:
-            print(f"Missing prediction for {qa['id']}", file=sys.stderr)
+            missing.append(qa["id"])
             continue
         golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])] or [""]
         prediction = predictions[qa["id"]]
         scores[qa["id"]] = QuestionScore(max(exact_match(prediction, g) for g in golds),
                                          max(f1_score(prediction, g, empty_matches_empty=True) for g in golds),
                                          bool(qa["answers"]))
+    _warn_missing(missing, len(scores) + len(missing), "they are left out of the scores (v2.0 rule)")
     return scores
 
 
@@ -164,20 +195,71 @@ def evaluate_v2(dataset_json, predictions, na_probs=None, na_prob_thresh=1.0):
 
 def evaluate(dataset_json, predictions, na_probs=None, na_prob_thresh=1.0):
     """Scores for a whole SQuAD JSON dict and {qid: text}; the version comes from the data."""
+    question_ids(dataset_json)
     if data_version(dataset_json) == 1:
         return evaluate_v1(dataset_json, predictions)
     return evaluate_v2(dataset_json, predictions, na_probs, na_prob_thresh)
 
 
-def _load_json(path, what):
+def _refuse_duplicate_keys(pairs):
+    # json.load keeps the last of repeated keys: a repeated question id would silently lose an answer.
+    mapping = dict(pairs)
+    if len(mapping) < len(pairs):
+        repeated = next(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+        raise ValueError(f"question id {repeated!r} appears more than once")
+    return mapping
+
+
+def _load_json(path, what, **options):
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, **options)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {what} {path}: {e}")
 
 
-def main(argv=None):
+def _is_text(value):
+    return isinstance(value, str)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def load_id_map(path, what, value_kind, value_ok):
+    """A JSON object question id -> value (an answer string, a number); exits naming the file otherwise."""
+    mapping = _load_json(path, what, object_pairs_hook=_refuse_duplicate_keys)
+    if not isinstance(mapping, dict):
+        sys.exit(f"error: {what} {path}: must be a JSON object mapping question id -> {value_kind}, "
+                 f"not a {type(mapping).__name__}")
+    for qid, value in mapping.items():
+        if not value_ok(value):
+            sys.exit(f"error: {what} {path}: question {qid}: {json.dumps(value)} is not {value_kind}")
+    return mapping
+
+
+def warn_unknown_ids(mapping, ids, what, path):
+    """Ids the data file does not have are not scored; a mismatch of files should not pass unnoticed."""
+    known = set(ids)
+    unknown = [qid for qid in mapping if qid not in known]
+    if unknown:
+        warn(f"{what} {path}: ignored {len(unknown)} of its {len(mapping)} ids, which are not questions of the "
+             f"data file (e.g. {unknown[0]})")
+
+
+def _write_json_atomic(path, obj):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description="SQuAD v1.1/v2.0 evaluation (EM and F1)")
     parser.add_argument("data_file", help="SQuAD JSON with gold answers")
     parser.add_argument("pred_file", help="predictions.json: {question id: answer text}")
@@ -185,18 +267,36 @@ def main(argv=None):
     parser.add_argument("--na-prob-thresh", "-t", type=float, default=1.0,
                         help="v2.0: predict no answer when the na-prob exceeds this")
     parser.add_argument("--out-file", "-o", help="also write the metrics JSON here")
-    args = parser.parse_args(argv)
-    dataset_json = _load_json(args.data_file, "data file")
-    predictions = _load_json(args.pred_file, "predictions file")
-    na_probs = _load_json(args.na_prob_file, "na-prob file") if args.na_prob_file else None
-    try:
-        result = evaluate(dataset_json, predictions, na_probs, args.na_prob_thresh)
-    except (KeyError, ValueError) as e:
-        sys.exit(f"error: {args.data_file}: {e}")
-    print(json.dumps(result, indent=2))
-    if args.out_file:
-        with open(args.out_file, "w", encoding="utf-8") as f:
-            json.dump(result, f)
+    return parser
+
+
+def main(argv=None):
+    with interrupts.main_guard("squad_evaluate"):
+        args = build_parser().parse_args(argv)
+        dataset_json = _load_json(args.data_file, "data file")
+        predictions = load_id_map(args.pred_file, "predictions file", "an answer string", _is_text)
+        na_probs = None
+        if args.na_prob_file:
+            na_probs = load_id_map(args.na_prob_file, "na-prob file", "a number", _is_number)
+        try:
+            ids = question_ids(dataset_json)
+            warn_unknown_ids(predictions, ids, "predictions file", args.pred_file)
+            if na_probs is not None:
+                warn_unknown_ids(na_probs, ids, "na-prob file", args.na_prob_file)
+                if data_version(dataset_json) == 1:
+                    warn(f"na-prob file {args.na_prob_file}: ignored, the data file is SQuAD v1.1")
+            result = evaluate(dataset_json, predictions, na_probs, args.na_prob_thresh)
+        except (KeyError, TypeError, AttributeError) as e:
+            sys.exit(f"error: data file {args.data_file}: not a SQuAD JSON file with data / paragraphs / qas "
+                     f"(id, answers) ({type(e).__name__}: {e})")
+        except ValueError as e:
+            sys.exit(f"error: data file {args.data_file}: {e}")
+        print(json.dumps(result, indent=2))
+        if args.out_file:
+            try:
+                _write_json_atomic(args.out_file, result)
+            except OSError as e:
+                sys.exit(f"error: --out-file {args.out_file}: {e}")
 
 
 if __name__ == "__main__":

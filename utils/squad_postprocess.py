@@ -168,6 +168,16 @@ def predict_example(example, features, results, n_best_size=20, max_answer_lengt
     return nbest_json, best_non_null, (null[0] if null is not None else None)
 
 
+def _check_unique(values, what):
+    """Outputs are dicts keyed by qas_id and logits are looked up by unique_id: a repeated key would make one
+    question's answer overwrite another's, or two windows share one window's logits."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value!r} appears more than once (it must be unique)")
+        seen.add(value)
+
+
 def compute_predictions(examples, features, results, n_best_size=20, max_answer_length=30, do_lower_case=True,
                         version_2_with_negative=False, null_score_diff_threshold=0.0):
     """All questions -> Predictions(predictions, nbest, null_odds), OrderedDicts keyed by qas_id.
@@ -175,7 +185,10 @@ def compute_predictions(examples, features, results, n_best_size=20, max_answer_
     v1.1: the prediction is the top n-best text. v2.0: null_odds[qid] = null score - best non-null
     span score, and the prediction is "" when that exceeds null_score_diff_threshold; null_odds is None
     for v1.1. `features` may come in any order; each is matched to its example by example_index.
+    A repeated qas_id or unique_id is a ValueError.
     """
+    _check_unique((e.qas_id for e in examples), "question id")
+    _check_unique((f.unique_id for f in features), "feature unique_id")
     by_example = {}
     for feature in features:
         by_example.setdefault(feature.example_index, []).append(feature)

@@ -16,8 +16,9 @@ import oneflow as flow
 from tqdm import tqdm
 
 import dataset
-from modeling import BertForPreTraining, offset_dropout_seeds, pretraining_loss
+from modeling import BertForPreTraining, offset_dropout_seeds, pretraining_loss, restart_dropout_streams
 from utils import config as cfg
+from utils import interrupts
 from utils.checkpoints import CheckpointError, native
 from utils.metrics import format_train_line, format_val_line
 from utils.optim import build_lr_scheduler, build_optimizer
@@ -130,6 +131,9 @@ class EagerRunner:
         with flow.no_grad():
             return self.task.eval_outputs(self.model, [self.placement.tensor(batch[f]) for f in self.task.eval_fields])
 
+    def restart_random_streams(self, segment):
+        restart_dropout_streams(self.model, segment)
+
     def state_dict(self):
         return {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
 
@@ -178,14 +182,20 @@ class GraphRunner:
     def __init__(self, task, model, optimizer, lr_scheduler, micro_batches, placement, use_fp16):
         self.task = task
         self.model = model
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.micro_batches = micro_batches
         self.placement = placement
         self.use_fp16 = use_fp16
-        self.train_graph = TrainGraph(task, model, optimizer, lr_scheduler, micro_batches, use_fp16) if optimizer else None
+        self.train_graph = self._new_train_graph() if optimizer else None
+        self.train_graph_compiled = False
         self.eval_graph = None
+
+    def _new_train_graph(self):
+        return TrainGraph(self.task, self.model, self.optimizer, self.lr_scheduler, self.micro_batches, self.use_fp16)
 
     def train_step(self, batch):
         self.model.train()
+        self.train_graph_compiled = True
         outputs = self.train_graph(*[self.placement.tensor(batch[f]) for f in self.task.train_fields])
         # Under accumulation the graph returns one value per micro-batch.
         outputs = [o.sum() for o in outputs] if self.micro_batches > 1 else list(outputs)
@@ -196,6 +206,17 @@ class GraphRunner:
         if self.eval_graph is None:  # built on first use: compiling costs time and memory
             self.eval_graph = EvalGraph(self.task, self.model, self.use_fp16)
         return self.eval_graph(*[self.placement.tensor(batch[f]) for f in self.task.eval_fields])
+
+    def restart_random_streams(self, segment):
+        """A compiled graph keeps its random streams, so it is rebuilt (from its own state) after the reseed."""
+        restart_dropout_streams(self.model, segment)
+        if self.train_graph_compiled:
+            state = self.train_graph.state_dict()
+            for param in self.model.parameters():
+                param.grad = None  # the old graph's build left lazy gradients that a new build can't accumulate into
+            self.train_graph = self._new_train_graph()
+            self.train_graph.load_state_dict(state)
+            self.train_graph_compiled = False
 
     def state_dict(self):
         return self.train_graph.state_dict()
@@ -278,9 +299,10 @@ def resolve_batch_sizes(args, world):
     args.val_global_batch_size = derived_val
 
 
-def build_loaders(args, world, rank, contiguous):
+def build_loaders(args, config, world, rank, contiguous):
     train_dir = args.ofrecord_path or DEMO_DATA_DIR
-    schema = dataset.pretraining_schema(args.seq_length, args.max_predictions_per_seq)
+    schema = dataset.pretraining_schema(args.seq_length, args.max_predictions_per_seq, config.vocab_size,
+                                        config.type_vocab_size)
     train_index = dataset.RecordIndex(train_dir, schema, args.train_data_part, args.train_dataset_size)
     rows = dataset.data_parallel_rows(args.train_batch_size, world, rank, args.grad_acc_steps, contiguous)
     train = dataset.RecordLoader(train_index, args.train_global_batch_size, rows, shuffle=True, seed=args.seed)
@@ -293,6 +315,18 @@ def build_loaders(args, world, rank, contiguous):
     elif args.val_ofrecord_path:
         raise dataset.DataError(f"{val_dir}: validation directory does not exist (--val_ofrecord_path)")
     return train_dir, train, val
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite; raised before the model of that step can be saved."""
+
+
+def check_finite_loss(loss, step, placement, checkpoint_note):
+    """Stops the run at the step whose loss is not finite (summed over ranks, so every rank stops together)."""
+    value = float(placement.to_host(loss, reduce_ranks=True))
+    if not np.isfinite(value):
+        raise NonFiniteLoss(f"the training loss is {value} at step {step}: training stopped before saving this "
+                            f"model; {checkpoint_note} (try a lower --lr or --learning_rate, or check the data)")
 
 
 def log(message):
@@ -316,14 +350,14 @@ def build_bert(args, model_class, path=None, init_format=None):
     None without a checkpoint); the report lists newly initialized parameters such as a new task head.
     """
     path = path or args.model_load_dir
-    defaults = cfg.bert_config_from_args(args)
     if not path:
-        return defaults, model_class(defaults), None
-    from utils.checkpoints.loading import load_into, read_checkpoint, resolve_config, resolve_format
+        config = cfg.resolve_bert_config(args)
+        return config, model_class(config), None
+    from utils.checkpoints.loading import load_into, read_checkpoint, resolve_format
 
     fmt = resolve_format(path, init_format or args.init_format)
     checkpoint = read_checkpoint(path, fmt)
-    config = resolve_config(checkpoint[0], cfg.explicit_bert_fields(args), defaults)
+    config = cfg.resolve_bert_config(args, checkpoint[0])
     model = model_class(config)
     return config, model, load_into(model, checkpoint, path, fmt)
 
@@ -391,28 +425,31 @@ class MetricWindow:
 def pretrain(mode, argv=None):
     parser = build_parser(f"BERT pre-training ({mode} mode)")
     args = cfg.parse_args(parser, argv)
-    try:
-        run(args, mode)
-    except (cfg.UsageError, dataset.DataError, native.CheckpointError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    with interrupts.main_guard(f"{mode} pre-training"):
+        try:
+            run(args, mode)
+        except (cfg.UsageError, dataset.DataError, native.CheckpointError, CheckpointError, NonFiniteLoss) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
 
 
 def run(args, mode):
+    cfg.check_flags(args)
     cfg.resolve_hardware(args)
     world, rank = flow.env.get_world_size(), flow.env.get_rank()
     check_distributed(args, mode)
     resolve_batch_sizes(args, world)
-    if args.grad_acc_steps < 1:
-        raise cfg.UsageError(f"--grad-acc-steps must be >= 1, got {args.grad_acc_steps}")
+    if rank == 0:
+        native.check_writable(args.checkpoint_path, "--checkpoint_path")
     flow.manual_seed(args.seed)
     placement = Placement(args.device, args.use_consistent)
-    train_dir, train_loader, val_loader = build_loaders(args, world, rank, contiguous=placement.is_global and mode == "graph")
+    config, model, report = build_bert(args, BertForPreTraining)
+    train_dir, train_loader, val_loader = build_loaders(args, config, world, rank,
+                                                        contiguous=placement.is_global and mode == "graph")
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = args.train_steps if args.train_steps is not None else args.epochs * steps_per_epoch
     warmup_steps = int(args.warmup_proportion * total_steps)
 
-    config, model, report = build_bert(args, BertForPreTraining)
     if report:
         log(report.summary())
     model = distribute(model, args, placement)
@@ -426,55 +463,113 @@ def run(args, mode):
     elif native.list_checkpoints(args.checkpoint_path):
         raise cfg.UsageError(f"--checkpoint_path {args.checkpoint_path} already holds checkpoints: pass --resume to "
                              "continue that run, or choose an empty --checkpoint_path (nothing is overwritten)")
+    runner.restart_random_streams(start_step)
 
     log(f"mode: {mode}{' ddp' if args.use_ddp else ''}{' global' if args.use_consistent else ''}, world size {world}, "
         f"device {args.device}, data {train_dir} ({len(train_loader.index)} records, {steps_per_epoch} steps/epoch), "
         f"global batch {args.train_global_batch_size}, steps {start_step}..{total_steps}")
     window = MetricWindow()
     train_iter = iter(train_loader)
-    progress = tqdm(total=total_steps, initial=start_step, disable=rank != 0, dynamic_ncols=True, desc="train")
-    for step in range(start_step, total_steps):
-        window.add(runner.train_step(next(train_iter)))
-        progress.update(1)
-        done = step + 1
-        if done % args.loss_print_every_n_iters == 0 or done == total_steps:
-            values = window.line_values(step, step // steps_per_epoch, placement, args, world)
-            log(format_train_line(values))
-            record_metrics(args.metrics_file, "train", values)
-        if val_loader is not None and ((args.val_print_every_n_iters > 0 and done % args.val_print_every_n_iters == 0)
-                                       or done == total_steps):
-            val_values = validate(runner, val_loader, placement, args)
-            log(format_val_line(step // steps_per_epoch, step, val_values))
-            record_metrics(args.metrics_file, "val", dict(val_values, step=step))
-        if done % args.save_every_n_iters == 0 or done == total_steps:
-            save(args, config, model, runner, train_loader, done, mode, world)
-    progress.close()
+    # A context manager, so that an error line printed after a failure starts on a line of its own.
+    with tqdm(total=total_steps, initial=start_step, disable=rank != 0, dynamic_ncols=True, desc="train") as progress:
+        last_saved = start_step if args.resume else None
+        for step in range(start_step, total_steps):
+            outputs = runner.train_step(next(train_iter))
+            check_finite_loss(outputs[0], step, placement, checkpoint_note(args.checkpoint_path, last_saved, step))
+            window.add(outputs)
+            progress.update(1)
+            done = step + 1
+            if done % args.loss_print_every_n_iters == 0 or done == total_steps:
+                values = window.line_values(step, step // steps_per_epoch, placement, args, world)
+                log(format_train_line(values))
+                record_metrics(args.metrics_file, "train", values)
+            validate_now = args.val_print_every_n_iters > 0 and done % args.val_print_every_n_iters == 0
+            if val_loader is not None and (validate_now or done == total_steps):
+                val_values = validate(runner, val_loader, placement, args)
+                log(format_val_line(step // steps_per_epoch, step, val_values))
+                record_metrics(args.metrics_file, "val", dict(val_values, step=step))
+            if done % args.save_every_n_iters == 0 or done == total_steps:
+                save(args, config, model, runner, train_loader, done, mode, world)
+                last_saved = done
+                runner.restart_random_streams(done)
     train_loader.close()
+
+
+def checkpoint_note(root, last_saved, step):
+    if last_saved is None:
+        return f"no checkpoint was saved yet, {step} steps are lost"
+    return f"--resume continues from step {last_saved} under {root} ({step - last_saved} steps are lost)"
 
 
 def model_state(model):
     return model.module.state_dict() if hasattr(model, "module") else model.state_dict()
 
 
+# What a resumed run must share with the run that saved the checkpoint, or the data position means other records.
+RESUME_MUST_MATCH = {
+    "train_global_batch_size": "--train-global-batch-size",
+    "grad_acc_steps": "--grad-acc-steps",
+    "seq_length": "--seq_length",
+    "max_predictions_per_seq": "--max_predictions_per_seq",
+}
+
+
+def data_identity(args, train_loader):
+    return {"data_dir": os.path.abspath(train_loader.index.directory), "records": len(train_loader.index),
+            **{name: getattr(args, name) for name in RESUME_MUST_MATCH}}
+
+
 def save(args, config, model, runner, train_loader, step, mode, world):
     meta = {"mode": mode, "world_size": world, "optim_name": args.optim_name,
-            "use_consistent": bool(args.use_consistent), "data": train_loader.state_dict()}
+            "use_consistent": bool(args.use_consistent), "data": train_loader.state_dict(),
+            "data_identity": data_identity(args, train_loader)}
     path = native.save_checkpoint(args.checkpoint_path, step, config, model_state(model), runner.state_dict(), meta,
                                   keep=args.keep_checkpoints, is_global=bool(args.use_consistent))
     log(f"saved checkpoint {path}")
 
 
-def resume(args, model, runner, train_loader, placement):
-    path = native.latest_checkpoint(args.checkpoint_path)
-    if path is None:
+def load_newest_intact(args, placement):
+    """(path, meta, weights, train state) of the newest checkpoint; with --resume=auto, of the newest one that
+    loads, after naming each damaged newer one."""
+    found = native.list_checkpoints(args.checkpoint_path)
+    if not found:
         raise native.CheckpointError(f"--resume: no complete checkpoint under {args.checkpoint_path}")
-    meta, weights, train_state = native.load_checkpoint(path, is_global=placement.is_global)
+    for _, path in reversed(found):
+        try:
+            return (path, *native.load_checkpoint(path, is_global=placement.is_global))
+        except native.CheckpointError as e:
+            if args.resume != "auto":
+                raise native.CheckpointError(f"{e}; --resume=auto resumes from the newest intact older checkpoint "
+                                             "instead") from None
+            log(f"warning: skipping a damaged checkpoint: {e}")
+    raise native.CheckpointError(f"--resume=auto: no intact checkpoint under {args.checkpoint_path}")
+
+
+def check_resume_matches(path, meta, args, train_loader):
+    saved = meta.get("data_identity", {})
+    current = data_identity(args, train_loader)
+    for name, flag in RESUME_MUST_MATCH.items():
+        if name in saved and saved[name] != current[name]:
+            raise native.CheckpointError(f"{path}: saved with {flag} {saved[name]}, cannot resume with {current[name]}: "
+                                         "the saved data position would point at other records")
+    if saved and (saved["data_dir"], saved["records"]) != (current["data_dir"], current["records"]):
+        raise native.CheckpointError(
+            f"{path}: saved while training on {saved['data_dir']} ({saved['records']} records), cannot resume on "
+            f"{current['data_dir']} ({current['records']} records) (--ofrecord_path)")
+
+
+def resume(args, model, runner, train_loader, placement):
+    path, meta, weights, train_state = load_newest_intact(args, placement)
     if meta["world_size"] != flow.env.get_world_size() or meta["optim_name"] != args.optim_name:
         raise native.CheckpointError(
             f"{path}: saved with world size {meta['world_size']} and {meta['optim_name']}, "
             f"cannot resume with world size {flow.env.get_world_size()} and {args.optim_name}")
-    (model.module if hasattr(model, "module") else model).load_state_dict(weights)
-    runner.load_state_dict(train_state)
+    check_resume_matches(path, meta, args, train_loader)
+    try:
+        (model.module if hasattr(model, "module") else model).load_state_dict(weights)
+        runner.load_state_dict(train_state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise native.CheckpointError(f"{path}: does not fit this model and optimizer ({e})") from None
     train_loader.load_state_dict(meta["data"])
     log(f"resumed from {path} at step {meta['step']}")
     return meta["step"]

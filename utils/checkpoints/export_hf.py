@@ -10,6 +10,7 @@ import argparse
 import sys
 
 import modeling
+from utils import interrupts
 from utils.checkpoints import CheckpointError
 from utils.checkpoints.hf import EXPORTABLE, export_hf
 from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint_and_config
@@ -35,20 +36,21 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        fmt, checkpoint, config = read_checkpoint_and_config(args.model_load_dir, args.init_format,
-                                                             args.bert_config_file)
-        architecture = args.architecture
-        if architecture == "auto":
-            architecture = architecture_for(checkpoint[1])
-        model = getattr(modeling, architecture)(config)
-        report = load_into(model, checkpoint, args.model_load_dir, fmt)
-    except CheckpointError as e:
-        sys.exit(f"error: {e}")
-    print(report.summary())
-    export_hf(model, config, args.output_dir, args.vocab_file)
-    print(f"wrote {architecture} to {args.output_dir}")
+    with interrupts.main_guard("export_hf"):
+        args = parse_args(argv)
+        try:
+            fmt, checkpoint, config = read_checkpoint_and_config(args.model_load_dir, args.init_format,
+                                                                 args.bert_config_file)
+            architecture = args.architecture
+            if architecture == "auto":
+                architecture = architecture_for(checkpoint[1])
+            model = getattr(modeling, architecture)(config)
+            report = load_into(model, checkpoint, args.model_load_dir, fmt)
+        except CheckpointError as e:
+            sys.exit(f"error: {e}")
+        print(report.summary())
+        export_hf(model, config, args.output_dir, args.vocab_file)
+        print(f"wrote {architecture} to {args.output_dir}")
 
 
 if __name__ == "__main__":

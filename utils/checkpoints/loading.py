@@ -160,7 +160,7 @@ def read_checkpoint_and_config(path, init_format="auto", config_file=None):
     """(format, checkpoint, config) for tools that need a config: config_file if given, else the checkpoint's own."""
     fmt = resolve_format(path, init_format)
     checkpoint = read_checkpoint(path, fmt)
-    config = BertConfig.from_json_file(config_file) if config_file else checkpoint[0]
+    config = read_native_config(config_file) if config_file else checkpoint[0]
     if config is None:
         raise CheckpointError(f"{path}: checkpoint has no config; pass --bert_config_file")
     return fmt, checkpoint, config
@@ -194,7 +194,8 @@ def resolve_config(checkpoint_config, explicit_flags, defaults):
     for name in ARCHITECTURE_FIELDS:
         if name in explicit_flags and explicit_flags[name] != getattr(checkpoint_config, name):
             raise CheckpointError(
-                f"--{name} {explicit_flags[name]} disagrees with the checkpoint's {name} {getattr(checkpoint_config, name)}"
+                f"--{name} {explicit_flags[name]} disagrees with the checkpoint's {name} "
+                f"{getattr(checkpoint_config, name)}: leave the flag out to use the checkpoint's value"
             )
     architecture = {name: getattr(checkpoint_config, name) for name in ARCHITECTURE_FIELDS}
     training = {name: value for name, value in explicit_flags.items() if name not in ARCHITECTURE_FIELDS}

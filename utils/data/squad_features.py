@@ -13,7 +13,9 @@ convert_examples_to_features, _improve_answer_span, _check_is_max_context):
 
 Outputs in one directory: part-0 .. part-{N-1} OFRecords (dataset.squad_train_schema / squad_eval_schema,
 features in order, unique_ids = 1000000000 + feature index), for eval `eval_features.json` (the side file),
-and `features_meta.json`, written last, which marks a complete build and lets build_features reuse it.
+and `features_meta.json`, written last, which lets build_features reuse a complete build. While they are
+written the directory carries dataset's incomplete marker, so readers refuse an interrupted build.
+Question ids must be unique: predictions, n-best lists and null odds are keyed by them.
 """
 import argparse
 import hashlib
@@ -27,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 import dataset
+from utils import interrupts
 from utils.data.tokenization import VocabError, load_wordpiece_tokenizer
 
 UNIQUE_ID_BASE = 1000000000
@@ -144,24 +147,32 @@ def _make_example(qa, words, char_to_word, context_index, is_training, version_2
     return example
 
 
+def _check_new_id(qid, seen, path):
+    """Predictions are keyed by question id, so a repeated id would silently drop one question's answer."""
+    if qid in seen:
+        raise SquadDataError(f"{path}: question id {qid!r} appears more than once (ids must be unique)")
+    seen.add(qid)
+
+
 def read_squad_examples(path, is_training, version_2_with_negative=False):
     """SQuAD JSON -> list of SquadExample in file order.
 
     Training examples carry the first answer as word positions; v2.0 impossible questions get
     is_impossible=True. Training questions whose answer text is not found at its offset are
-    skipped with a note on stderr, as Google's script does.
+    skipped with a note on stderr, as Google's script does. A repeated question id is a SquadDataError.
     """
     try:
         with open(path, encoding="utf-8") as f:
             articles = json.load(f)["data"]
     except (OSError, ValueError, KeyError) as e:
         raise SquadDataError(f"{path}: not a readable SQuAD JSON file with a 'data' list ({e})") from None
-    examples, skipped = [], 0
+    examples, skipped, seen = [], 0, set()
     try:
         paragraphs = [paragraph for article in articles for paragraph in article["paragraphs"]]
         for context_index, paragraph in enumerate(paragraphs):
             words, char_to_word = split_words(paragraph["context"])
             for qa in paragraph["qas"]:
+                _check_new_id(qa["id"], seen, path)
                 example = _make_example(qa, words, char_to_word, context_index, is_training,
                                         version_2_with_negative, path)
                 if example is None:
@@ -330,11 +341,15 @@ def _remove_parts(output_dir):
             os.remove(os.path.join(output_dir, name))
 
 
+def check_num_parts(num_parts, num_features):
+    if not 1 <= num_parts <= max(num_features, 1):
+        raise SquadDataError(f"--num_parts {num_parts} must be between 1 and the feature count {num_features}")
+
+
 def write_features(features, output_dir, is_training, num_parts=1, progress=True):
     """Writes the features as OFRecords part-0 .. part-{num_parts-1}, in contiguous chunks so that
     reading the parts in order gives the features in order. Removes older part files. Returns counts."""
-    if not 1 <= num_parts <= max(len(features), 1):
-        raise SquadDataError(f"--num_parts {num_parts} must be between 1 and the feature count {len(features)}")
+    check_num_parts(num_parts, len(features))
     os.makedirs(output_dir, exist_ok=True)
     _remove_parts(output_dir)
     bounds = np.linspace(0, len(features), num_parts + 1).round().astype(int)
@@ -351,9 +366,14 @@ def write_features(features, output_dir, is_training, num_parts=1, progress=True
 
 def _write_json_atomic(path, obj):
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def write_eval_side_file(path, examples, features, settings):
@@ -398,6 +418,9 @@ def load_eval_side_file(path):
         raise SquadDataError(f"{path}: not a SQuAD eval side file of format {SIDE_FORMAT}")
     examples = [SquadExample(e["qas_id"], e["question"], side["contexts"][e["context"]], e["context"])
                 for e in side["examples"]]
+    seen = set()
+    for e in examples:  # a side file built before ids were checked at build time
+        _check_new_id(e.qas_id, seen, path)
     features = []
     for f in side["features"]:
         positions = range(f["doc_offset"], f["doc_offset"] + len(f["token_to_orig"]))
@@ -446,21 +469,41 @@ def build_features(input_file, vocab_file, output_dir, is_training, version_2_wi
               f"in {output_dir}")
         return result
 
-    os.makedirs(output_dir, exist_ok=True)
-    if os.path.exists(meta_path):
-        os.remove(meta_path)
+    # Everything that can fail on bad input runs before the directory is touched: an earlier build stays usable.
     tokenizer = load_wordpiece_tokenizer(vocab_file, do_lower_case)
     examples = read_squad_examples(input_file, is_training, version_2_with_negative)
     features = convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length,
                                             is_training, progress)
-    write_features(features, output_dir, is_training, num_parts, progress)
-    if side_file:
-        write_eval_side_file(side_file, examples, features, settings)
-    _write_json_atomic(meta_path, {"settings": settings, "input_file": os.path.abspath(input_file),
-                                   "num_examples": len(examples), "num_features": len(features)})
+    check_num_parts(num_parts, len(features))
+    meta = {"settings": settings, "input_file": os.path.abspath(input_file),
+            "num_examples": len(examples), "num_features": len(features)}
+    with dataset.writing(output_dir):
+        try:
+            _write_outputs(output_dir, examples, features, settings, meta, side_file, num_parts, progress)
+        except BaseException:
+            _remove_outputs(output_dir, side_file)  # the marker stays: readers refuse what is left
+            raise
     kind = "train" if is_training else "eval"
     print(f"{input_file}: {len(examples)} examples -> {len(features)} {kind} features in {output_dir}")
     return FeatureSet(output_dir, len(examples), len(features), side_file, False)
+
+
+def _write_outputs(output_dir, examples, features, settings, meta, side_file, num_parts, progress):
+    """Part files, the side file, then the meta file that lets a later build reuse them."""
+    meta_path = os.path.join(output_dir, META_FILE)
+    if os.path.exists(meta_path):
+        os.remove(meta_path)
+    write_features(features, output_dir, settings["is_training"], num_parts, progress)
+    if side_file:
+        write_eval_side_file(side_file, examples, features, settings)
+    _write_json_atomic(meta_path, meta)
+
+
+def _remove_outputs(output_dir, side_file):
+    """Undoes a failed build: its finished part files and side file (PartWriter removes the unfinished part)."""
+    _remove_parts(output_dir)
+    if side_file and os.path.exists(side_file):
+        os.remove(side_file)
 
 
 def _read_meta(path):
@@ -472,6 +515,8 @@ def _read_meta(path):
 
 
 def _outputs_present(output_dir, num_parts, side_file):
+    if os.path.exists(os.path.join(output_dir, dataset.INCOMPLETE_MARKER)):
+        return False  # an interrupted build, even if its meta file made it to disk
     parts = [n for n in os.listdir(output_dir) if _PART_RE.match(n)]
     return len(parts) == num_parts and (side_file is None or os.path.isfile(side_file))
 
@@ -484,7 +529,7 @@ def _str_to_bool(text):
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description="SQuAD JSON -> BERT OFRecord features (Google run_squad algorithm)")
     parser.add_argument("--input_file", required=True, help="SQuAD v1.1/v2.0 JSON file")
     parser.add_argument("--vocab_file", required=True, help="WordPiece vocab.txt")
@@ -497,13 +542,18 @@ def main(argv=None):
     parser.add_argument("--do_lower_case", type=_str_to_bool, default=True)
     parser.add_argument("--num_parts", type=int, default=1)
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
-    args = parser.parse_args(argv)
-    try:
-        build_features(args.input_file, args.vocab_file, args.output_dir, args.is_training,
-                       args.version_2_with_negative, args.max_seq_length, args.doc_stride, args.max_query_length,
-                       args.do_lower_case, args.num_parts, args.force)
-    except (SquadDataError, VocabError) as e:
-        sys.exit(f"error: {e}")
+    return parser
+
+
+def main(argv=None):
+    with interrupts.main_guard("squad_features"):
+        args = build_parser().parse_args(argv)
+        try:
+            build_features(args.input_file, args.vocab_file, args.output_dir, args.is_training,
+                           args.version_2_with_negative, args.max_seq_length, args.doc_stride,
+                           args.max_query_length, args.do_lower_case, args.num_parts, args.force)
+        except (SquadDataError, VocabError, OSError) as e:  # OSError: e.g. --output_dir not writable
+            sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
