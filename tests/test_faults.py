@@ -198,3 +198,35 @@ def test_resume_with_another_batch_size_is_refused(saved_run, tmp_path):
     args = train_args(data, str(tmp_path), steps=6) + ["--train-batch-size", "4", "--resume"]
     result = run("run_eager_pretraining.py", args, check=False)
     assert_one_line_error(result, "--train-global-batch-size 8, cannot resume with 4")
+
+
+# ---------------------------------------------------------------- a stopped rank
+
+
+def test_a_stopped_rank_stops_the_run_with_a_message_naming_it(tmp_path):
+    """Before: SIGSTOP on one DDP rank left the other waiting in its all-reduce for ever."""
+    data = write_dataset(str(tmp_path / "data"))
+    args = train_args(data, str(tmp_path), steps=100000, extra=["--train-batch-size", "4", "--use_ddp",
+                                                                "--peer_timeout", "10"])
+    # Files, not pipes: a pipe nobody reads would block the ranks on their own output.
+    stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
+    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen(command("run_eager_pretraining.py", args, 2), cwd=ROOT, stdout=stdout, stderr=stderr,
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while "step: 3," not in stdout_path.read_text():
+            assert time.time() < deadline and proc.poll() is None, stderr_path.read_text()[-3000:]
+            time.sleep(0.1)
+        children = subprocess.run(["pgrep", "-f", "-s", str(proc.pid), "u .*run_eager_pretraining.py"],
+                                  capture_output=True, text=True).stdout.split()
+        workers = sorted(int(p) for p in children)
+        assert len(workers) == 2, children
+        stopped_at = time.time()
+        os.kill(workers[1], signal.SIGSTOP)  # the launcher starts rank 0 first
+        assert proc.wait(timeout=120) != 0
+        assert time.time() - stopped_at < 60
+        assert "error: rank 0: rank 1 has not responded for" in stderr_path.read_text()
+        assert subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).returncode == 1  # none left
+    finally:
+        subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)])

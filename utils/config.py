@@ -123,6 +123,9 @@ def add_pretraining_args(parser):
                    help="Continue from the newest checkpoint under --checkpoint_path; a damaged newest checkpoint is an "
                         "error, unless --resume=auto, which resumes from the newest intact one")
     add_bool(g, "--use_ddp", default=False, help="Eager DistributedDataParallel over the launched processes")
+    g.add_argument("--peer_timeout", type=float, default=300.0,
+                   help="Multi-process runs: stop when a process of this node has not responded for this many "
+                        "seconds (stopped or hung), instead of waiting for ever")
     add_bool(g, "--use_consistent", default=False, help="Global (consistent) data-parallel tensors")
     add_bool(g, "--metric-local", "--metric_local", default=False, help="Report rank-local metrics instead of reduced ones")
 
@@ -204,6 +207,7 @@ FLAG_RULES = {
     "lr": POSITIVE,
     "learning_rate": POSITIVE,
     "clip_grad_max_norm": POSITIVE,
+    "peer_timeout": POSITIVE,
     "layer_norm_eps": POSITIVE,
     "weight_decay": NON_NEGATIVE,
     "warmup_proportion": PROPORTION,

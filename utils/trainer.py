@@ -5,6 +5,7 @@ in how it is run: `EagerRunner` calls it per micro-batch and steps the optimizer
 calls it inside nn.Graph.build and lets the graph accumulate, clip and step. Everything else (data order,
 schedule, logging, validation, checkpoints, resume) is shared by `pretrain()`.
 """
+import contextlib
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ from utils.checkpoints import CheckpointError, native
 from utils.metrics import format_train_line, format_val_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.paths import DEMO_DATA_DIR
+from utils.watchdog import PeerWatchdog
 
 INPUT_FIELDS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                 "masked_lm_weights", "next_sentence_labels")
@@ -427,10 +429,27 @@ def pretrain(mode, argv=None):
     args = cfg.parse_args(parser, argv)
     with interrupts.main_guard(f"{mode} pre-training"):
         try:
-            run(args, mode)
+            with watching_peers(args):
+                run(args, mode)
         except (cfg.UsageError, dataset.DataError, native.CheckpointError, CheckpointError, NonFiniteLoss) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+
+
+@contextlib.contextmanager
+def watching_peers(args):
+    """A PeerWatchdog over the ranks of this node while a multi-process run trains."""
+    world = flow.env.get_world_size()
+    if world == 1:
+        yield
+        return
+    per_node = world // flow.env.get_node_size()
+    first = flow.env.get_rank() // per_node * per_node
+    watchdog = PeerWatchdog(flow.env.get_rank(), range(first, first + per_node), args.peer_timeout).start()
+    try:
+        yield
+    finally:
+        watchdog.stop()
 
 
 def run(args, mode):
