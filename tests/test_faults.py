@@ -79,9 +79,10 @@ def test_floats_in_an_int_field_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["run_eager_pretraining.py", "run_pretraining.py"], ids=["eager", "graph"])
-@pytest.mark.parametrize("field,value", [("input_ids", -1), ("masked_lm_positions", SEQ)])
+@pytest.mark.parametrize("field,value", BAD_VALUES, ids=[f"{f}={v}" for f, v in BAD_VALUES])
 def test_training_on_out_of_range_data_stops_with_one_line(tmp_path, script, field, value):
-    """Before: input_ids < 0 and positions >= seq_length aborted inside OneFlow's gather (exit 134)."""
+    """Before: input_ids < 0 and positions >= seq_length aborted inside OneFlow's gather (exit 134); the other
+    values trained without a word and exited 0."""
     data = write_dataset(str(tmp_path / "data"), bad_record=37, field=field, value=value)
     result = run(script, train_args(data, str(tmp_path), steps=8), check=False)
     assert_one_line_error(result, "part-1 record 18", f"field '{field}'")
@@ -230,3 +231,13 @@ def test_a_stopped_rank_stops_the_run_with_a_message_naming_it(tmp_path):
         assert subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).returncode == 1  # none left
     finally:
         subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)])
+
+
+def test_squad_features_are_range_checked_too(tmp_path):
+    rows = [{"input_ids": np.full(SEQ, 5), "input_mask": np.ones(SEQ), "segment_ids": np.zeros(SEQ),
+             "start_positions": [3], "end_positions": [4]} for _ in range(4)]
+    rows[2]["end_positions"] = [SEQ]
+    dataset.write_parts(str(tmp_path), rows, 1)
+    index = dataset.RecordIndex(str(tmp_path), dataset.squad_train_schema(SEQ, VOCAB, 2))
+    with pytest.raises(dataset.DataError, match=r"part-0 record 2: field 'end_positions' has 32, outside \[0, 32\)"):
+        dataset.RecordLoader(index, 4, shuffle=False).load_batch(0)
