@@ -234,7 +234,7 @@ def test_a_stopped_rank_stops_the_run_with_a_message_naming_it(tmp_path):
 
 
 def test_squad_features_are_range_checked_too(tmp_path):
-    rows = [{"input_ids": np.full(SEQ, 5), "input_mask": np.ones(SEQ), "segment_ids": np.zeros(SEQ),
+    rows = [{"input_ids": np.full(SEQ, 5), "input_mask": np.ones(SEQ, np.int32), "segment_ids": np.zeros(SEQ, np.int32),
              "start_positions": [3], "end_positions": [4]} for _ in range(4)]
     rows[2]["end_positions"] = [SEQ]
     dataset.write_parts(str(tmp_path), rows, 1)
