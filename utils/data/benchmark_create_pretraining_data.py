@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 
+from utils import interrupts
 from utils.data import create_pretraining_data as cpd
 from utils.data.sentences import ReadStats, iter_text_documents, list_input_files
 from utils.paths import shared_data_path
@@ -75,6 +76,37 @@ def cpu_seconds():
                                                    resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
+def benchmark(args):
+    """Runs the pipeline once on a temp folder (or --output_dir); returns the measurements."""
+    options = cpd.Options(seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
+                          dupe_factor=args.dupe_factor)
+    with tempfile.TemporaryDirectory(prefix="bench-cpd-") as tmp:
+        output_dir = args.output_dir or tmp
+        stats = ReadStats()
+        paths = list_input_files(args.input_file)
+        started, cpu_started = time.time(), cpu_seconds()
+        with PeakRss() as rss:
+            summary = cpd.create_pretraining_data(
+                iter_text_documents(paths, stats), output_dir, args.vocab_file, options,
+                num_workers=args.num_workers, num_parts=args.num_parts, overwrite=True, read_stats=stats,
+                progress_total=sum(os.path.getsize(p) for p in paths), input_name=args.input_file)
+        seconds, cpu = time.time() - started, cpu_seconds() - cpu_started
+        output_bytes = sum(os.path.getsize(os.path.join(output_dir, n)) for n in os.listdir(output_dir)
+                           if n.startswith("part-"))
+    instances = summary["train"]["instances"]
+    return {
+        "input": args.input_file, "input_bytes": sum(os.path.getsize(p) for p in paths),
+        "dupe_factor": args.dupe_factor, "max_seq_length": args.max_seq_length, "num_workers": args.num_workers,
+        "cpu_count": os.cpu_count(), "documents": summary["train"]["documents"],
+        "corpus_tokens": summary["train"]["corpus_tokens"], "instances": instances,
+        "wall_seconds": round(seconds, 1), "instances_per_second": round(instances / seconds, 1),
+        "cpu_seconds": round(cpu, 1), "load_average_1min": round(os.getloadavg()[0], 2),
+        "peak_rss_gb": round(rss.peak / 2**30, 3), "output_mb": round(output_bytes / 2**20, 1),
+        "masked_fraction": summary["train"]["masked_fraction"],
+        "nsp_random_fraction": summary["train"]["nsp_random_fraction"],
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_file", default=shared_data_path("corpus", "pretrain_corpus_sentences.txt.gz"))
@@ -90,36 +122,14 @@ def main(argv=None):
     for path, flag in ((args.input_file, "--input_file"), (args.vocab_file, "--vocab_file")):
         if not os.path.exists(path):
             sys.exit(f"error: {flag} {path} does not exist")
-    options = cpd.Options(seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
-                          dupe_factor=args.dupe_factor)
-    with tempfile.TemporaryDirectory(prefix="bench-cpd-") as tmp:
-        output_dir = args.output_dir or tmp
-        stats = ReadStats()
-        paths = list_input_files(args.input_file)
-        started, cpu_started = time.time(), cpu_seconds()
-        with PeakRss() as rss:
-            summary = cpd.create_pretraining_data(
-                iter_text_documents(paths, stats), output_dir, args.vocab_file, options,
-                num_workers=args.num_workers, num_parts=args.num_parts, overwrite=True, read_stats=stats,
-                progress_total=sum(os.path.getsize(p) for p in paths))
-        seconds, cpu = time.time() - started, cpu_seconds() - cpu_started
-        output_bytes = sum(os.path.getsize(os.path.join(output_dir, n)) for n in os.listdir(output_dir)
-                           if n.startswith("part-"))
-    instances = summary["train"]["instances"]
-    result = {
-        "input": args.input_file, "input_bytes": sum(os.path.getsize(p) for p in paths),
-        "dupe_factor": args.dupe_factor, "max_seq_length": args.max_seq_length, "num_workers": args.num_workers,
-        "cpu_count": os.cpu_count(), "documents": summary["train"]["documents"],
-        "corpus_tokens": summary["train"]["corpus_tokens"], "instances": instances,
-        "wall_seconds": round(seconds, 1), "instances_per_second": round(instances / seconds, 1),
-        "cpu_seconds": round(cpu, 1), "load_average_1min": round(os.getloadavg()[0], 2),
-        "peak_rss_gb": round(rss.peak / 2**30, 3), "output_mb": round(output_bytes / 2**20, 1),
-        "masked_fraction": summary["train"]["masked_fraction"],
-        "nsp_random_fraction": summary["train"]["nsp_random_fraction"],
-    }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        cpd.write_json_atomic(args.json, result)
+    with interrupts.main_guard("benchmark_create_pretraining_data"):
+        try:
+            result = benchmark(args)
+        except cpd.PIPELINE_ERRORS as e:
+            sys.exit(f"error: {e}")
+        print(json.dumps(result, indent=2))
+        if args.json:
+            cpd.write_json_atomic(args.json, result)
 
 
 if __name__ == "__main__":

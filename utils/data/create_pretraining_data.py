@@ -35,9 +35,9 @@ written last.
 """
 import argparse
 import bisect
+import contextlib
 import itertools
 import json
-import multiprocessing
 import os
 import random
 import shutil
@@ -50,8 +50,11 @@ import numpy as np
 from tqdm import tqdm
 
 import dataset
+from utils import interrupts
 from utils.data import tokenization
-from utils.data.sentences import CorpusError, ReadStats, iter_text_documents, list_input_files, split_document
+from utils.data.sentences import (CorpusError, ReadStats, add_skipped_fraction_argument, iter_text_documents,
+                                  list_input_files, report_skipped, split_document)
+from utils.data.workers import FilePool
 
 TRAIN, VAL = "train", "val"
 SUMMARY_FILE = "summary.json"
@@ -441,11 +444,11 @@ class PartBuckets:
         for i, path in enumerate(self.paths):
             offsets, lengths = dataset.scan_offsets(path)
             part = os.path.join(directory, f"{dataset.PART_PREFIX}{i}")
+            written.append(part)  # before the rename, so that an interruption right after it is cleaned up too
             with open(path, "rb") as src, dataset.PartWriter(part) as writer:
                 for j in self.rng.permutation(len(offsets)):
                     src.seek(offsets[j])
                     writer.write_payload(src.read(int(lengths[j])))
-            written.append(part)
             counts.append(len(offsets))
             os.remove(path)
         return counts
@@ -463,23 +466,23 @@ def existing_outputs(output_dir):
     return [p for p in names if os.path.basename(p).startswith(dataset.PART_PREFIX) or p.endswith(SUMMARY_FILE)]
 
 
-def run_shards(tasks, vocab_file, options, preprocess, num_workers, consume):
-    """Runs process_shard over the tasks, in order, with at most 2 shards per worker in flight."""
+def run_shards(tasks, vocab_file, options, preprocess, num_workers, consume, tmp_dir):
+    """Runs process_shard over the tasks, in order, with at most 2 shards per worker in flight (their
+    documents and records pass through files in tmp_dir)."""
     if num_workers <= 1:
         init_worker(vocab_file, options, preprocess, limit_threads=False)
         for task in tasks:
             consume(process_shard(task))
         return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(num_workers, initializer=init_worker,
-                      initargs=(vocab_file, options, preprocess, True)) as pool:
+    with FilePool(num_workers, tmp_dir, initializer=init_worker,
+                  initargs=(vocab_file, options, preprocess, True)) as pool:
         in_flight = deque()
         for task in tasks:
-            in_flight.append(pool.apply_async(process_shard, (task,)))
+            in_flight.append(pool.submit(process_shard, task))
             while len(in_flight) >= 2 * num_workers or (in_flight and in_flight[0].ready()):
-                consume(in_flight.popleft().get())
+                consume(pool.result(in_flight.popleft()))
         while in_flight:
-            consume(in_flight.popleft().get())
+            consume(pool.result(in_flight.popleft()))
 
 
 def fraction(numerator, denominator):
@@ -503,19 +506,46 @@ def split_summary(stats, counts):
 
 def write_json_atomic(path, obj):
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def make_work_dir(output_dir):
+    """Creates --output_dir and this run's temp folder in it, before any work, so that a file in the way or
+    a folder without write permission fails at once with the flag's name."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise OptionError(f"--output_dir {output_dir} is a file, not a folder")
+    tmp_dir = os.path.join(output_dir, f".tmp-create-{os.getpid()}")
+    try:
+        os.makedirs(tmp_dir)
+    except OSError as e:
+        raise OptionError(f"--output_dir {output_dir}: cannot create a folder there ({e.strerror})") from None
+    return tmp_dir
+
+
+def remove_files(paths):
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def create_pretraining_data(documents, output_dir, vocab_file, options=Options(), num_workers=1, num_parts=1,
                             val_fraction=0.0, num_val_parts=1, preprocess=None, shard_chars=4_000_000,
-                            overwrite=False, read_stats=None, progress_total=None, extra_summary=None):
+                            overwrite=False, read_stats=None, progress_total=None, extra_summary=None,
+                            input_name="input"):
     """Document stream -> OUT_DIR/part-*, OUT_DIR/val/part-*, OUT_DIR/summary.json. Returns the summary.
 
     `documents` yields lists of sentences (or raw documents that `preprocess`, a picklable function,
-    turns into lists of sentences inside the workers).
+    turns into lists of sentences inside the workers). While the parts and the summary are written, OUT_DIR
+    (and OUT_DIR/val) hold dataset.INCOMPLETE_MARKER; a failure or an interruption removes this run's part
+    and temp files but leaves the marker, so readers refuse the folder.
     """
     started = time.time()
     options.check()
@@ -533,13 +563,10 @@ def create_pretraining_data(documents, output_dir, vocab_file, options=Options()
         raise OptionError(f"--output_dir {output_dir} already holds {old[0]}; remove it or pass --overwrite")
     for path in old:
         os.remove(path)
-    os.makedirs(output_dir, exist_ok=True)
     read_stats = read_stats or ReadStats()
-    tmp_dir = os.path.join(output_dir, f".tmp-create-{os.getpid()}")
-    os.makedirs(tmp_dir)
+    tmp_dir = make_work_dir(output_dir)
     order_rng = np.random.default_rng(np.random.SeedSequence([options.random_seed, 3]))
-    buckets = {TRAIN: PartBuckets(tmp_dir, TRAIN, num_parts, order_rng),
-               VAL: PartBuckets(tmp_dir, VAL, num_val_parts, order_rng)}
+    buckets = {}
     totals = {TRAIN: empty_stats(), VAL: empty_stats()}
     bar = tqdm(total=progress_total, unit="B", unit_scale=True, desc="create_pretraining_data")
     written = []
@@ -554,36 +581,43 @@ def create_pretraining_data(documents, output_dir, vocab_file, options=Options()
                         instances=buckets[TRAIN].count + buckets[VAL].count)
 
     try:
+        buckets[TRAIN] = PartBuckets(tmp_dir, TRAIN, num_parts, order_rng)
+        buckets[VAL] = PartBuckets(tmp_dir, VAL, num_val_parts, order_rng)
         tasks = shard_tasks(documents, options.random_seed, val_fraction, shard_chars)
-        run_shards(tasks, vocab_file, options, preprocess, num_workers, consume)
+        run_shards(tasks, vocab_file, options, preprocess, num_workers, consume, tmp_dir)
         bar.close()
         if totals[TRAIN]["instances"] == 0:
-            raise CorpusError("the corpus is empty: no training document with text was found")
+            raise CorpusError(f"{input_name}: the corpus is empty: no training document with text was found")
         if buckets[TRAIN].count < num_parts:
             raise OptionError(f"--num_parts {num_parts} is more than the {buckets[TRAIN].count} training instances")
         if 0 < buckets[VAL].count < num_val_parts:
             raise OptionError(f"--num_val_parts {num_val_parts} is more than the {buckets[VAL].count} "
                               f"validation instances")
-        train_counts = buckets[TRAIN].write_parts(output_dir, written)
-        val_counts = buckets[VAL].write_parts(os.path.join(output_dir, "val"), written) if buckets[VAL].count else []
-        summary = {
-            "format": "OFRecord part-N files, dataset.pretraining_schema(seq_length, max_predictions_per_seq)",
-            **asdict(options),
-            "vocab_file": vocab_file,
-            "num_workers": num_workers,
-            "val_fraction": val_fraction,
-            "non_utf8_lines_skipped": read_stats.non_utf8_lines,
-            "reading": {k: v for k, v in asdict(read_stats).items() if k != "bytes_read"},
-            "train": split_summary(totals[TRAIN], train_counts),
-            "val": split_summary(totals[VAL], val_counts),
-            "seconds": round(time.time() - started, 2),
-            **(extra_summary or {}),
-        }
-        write_json_atomic(os.path.join(output_dir, SUMMARY_FILE), summary)
+        with dataset.writing(output_dir):  # the marker goes only once summary.json, written last, is in place
+            train_counts = buckets[TRAIN].write_parts(output_dir, written)
+            val_counts = []
+            if buckets[VAL].count:
+                val_dir = os.path.join(output_dir, "val")
+                with dataset.writing(val_dir):
+                    val_counts = buckets[VAL].write_parts(val_dir, written)
+            summary = {
+                "format": "OFRecord part-N files, dataset.pretraining_schema(seq_length, max_predictions_per_seq)",
+                **asdict(options),
+                "vocab_file": vocab_file,
+                "num_workers": num_workers,
+                "val_fraction": val_fraction,
+                "non_utf8_lines_skipped": read_stats.non_utf8_lines,
+                # bytes_read is progress, lines is for the stderr report: the keys stay those of the demo set's
+                "reading": {k: v for k, v in asdict(read_stats).items() if k not in ("bytes_read", "lines")},
+                "train": split_summary(totals[TRAIN], train_counts),
+                "val": split_summary(totals[VAL], val_counts),
+                "seconds": round(time.time() - started, 2),
+                **(extra_summary or {}),
+            }
+            write_json_atomic(os.path.join(output_dir, SUMMARY_FILE), summary)
     except BaseException:
         bar.close()
-        for path in written:
-            os.remove(path)
+        remove_files(written)
         raise
     finally:
         for b in buckets.values():
@@ -594,6 +628,10 @@ def create_pretraining_data(documents, output_dir, vocab_file, options=Options()
 
 def slice_documents(documents, skip, limit):
     """Documents [skip, skip + limit) of a stream; limit None means to the end."""
+    if skip < 0:
+        raise OptionError(f"--skip_documents {skip} must be at least 0")
+    if limit is not None and limit < 1:
+        raise OptionError(f"--max_documents {limit} must be at least 1")
     return itertools.islice(documents, skip, None if limit is None else skip + limit)
 
 
@@ -618,6 +656,7 @@ def add_options_arguments(parser, vocab_default=None):
     parser.add_argument("--skip_documents", type=int, default=0, help="start at this document of the input")
     parser.add_argument("--max_documents", type=int, default=None, help="use at most this many documents")
     parser.add_argument("--overwrite", action="store_true", help="replace part files already in --output_dir")
+    add_skipped_fraction_argument(parser)
 
 
 def options_from_args(args):
@@ -625,6 +664,11 @@ def options_from_args(args):
                    masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob,
                    dupe_factor=args.dupe_factor, do_whole_word_mask=args.do_whole_word_mask,
                    random_seed=args.random_seed, do_lower_case=args.do_lower_case)
+
+
+# What bad input or a bad environment raises; each message names the file or the flag. OSError covers
+# what no check can foresee, such as a full disk, and its text names the file.
+PIPELINE_ERRORS = (CorpusError, OptionError, tokenization.VocabError, dataset.DataError, OSError)
 
 
 def print_summary(summary, output_dir):
@@ -645,20 +689,24 @@ def main(argv=None):
     add_options_arguments(parser)
     args = parser.parse_args(argv)
     stats = ReadStats()
-    try:
-        paths = list_input_files(args.input_file)
-        documents = slice_documents(iter_text_documents(paths, stats), args.skip_documents, args.max_documents)
-        summary = create_pretraining_data(
-            documents, args.output_dir, args.vocab_file, options_from_args(args), num_workers=args.num_workers,
-            num_parts=args.num_parts, val_fraction=args.val_fraction, num_val_parts=args.num_val_parts,
-            preprocess=split_document if args.split_sentences else None, shard_chars=args.shard_chars,
-            overwrite=args.overwrite, read_stats=stats, progress_total=sum(os.path.getsize(p) for p in paths),
-            extra_summary={"input": args.input_file, "skip_documents": args.skip_documents,
-                           "max_documents": args.max_documents},
-        )
-    except (CorpusError, OptionError, tokenization.VocabError, dataset.DataError) as e:
-        sys.exit(f"error: {e}")
-    print_summary(summary, args.output_dir)
+    with interrupts.main_guard("create_pretraining_data"):
+        try:
+            paths = list_input_files(args.input_file)
+            documents = slice_documents(iter_text_documents(paths, stats, args.max_skipped_fraction),
+                                        args.skip_documents, args.max_documents)
+            summary = create_pretraining_data(
+                documents, args.output_dir, args.vocab_file, options_from_args(args), num_workers=args.num_workers,
+                num_parts=args.num_parts, val_fraction=args.val_fraction, num_val_parts=args.num_val_parts,
+                preprocess=split_document if args.split_sentences else None, shard_chars=args.shard_chars,
+                overwrite=args.overwrite, read_stats=stats, progress_total=sum(os.path.getsize(p) for p in paths),
+                extra_summary={"input": args.input_file, "skip_documents": args.skip_documents,
+                               "max_documents": args.max_documents},
+                input_name=args.input_file,
+            )
+        except PIPELINE_ERRORS as e:
+            sys.exit(f"error: {e}")
+        report_skipped(stats)
+        print_summary(summary, args.output_dir)
 
 
 if __name__ == "__main__":

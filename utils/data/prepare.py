@@ -13,10 +13,9 @@ import argparse
 import os
 import sys
 
-import dataset
+from utils import interrupts
 from utils.data import create_pretraining_data as cpd
-from utils.data import tokenization
-from utils.data.sentences import TEXT_SUFFIXES, CorpusError, iter_text_documents, list_input_files, split_document
+from utils.data.sentences import TEXT_SUFFIXES, iter_text_documents, list_input_files, report_skipped, split_document
 from utils.data.wikipedia import DUMP_SUFFIXES, WikiStats, iter_article_texts, wikitext_to_sentences
 from utils.paths import shared_data_path
 
@@ -37,13 +36,13 @@ def clean_wikitext_only(document):
     return wikitext_to_sentences(document) if isinstance(document, str) else document
 
 
-def iter_raw_documents(paths, stats):
+def iter_raw_documents(paths, stats, max_skipped_fraction):
     """Articles of the dumps and documents of the text files, in path order."""
     for path in paths:
         if is_dump(path):
             yield from iter_article_texts([path], stats)
         else:
-            yield from iter_text_documents([path], stats)
+            yield from iter_text_documents([path], stats, max_skipped_fraction)
 
 
 def main(argv=None):
@@ -56,19 +55,24 @@ def main(argv=None):
     parser.set_defaults(val_fraction=0.01)
     args = parser.parse_args(argv)
     stats = WikiStats()
-    try:
-        paths = list_input_files(args.input, TEXT_SUFFIXES + DUMP_SUFFIXES)
-        documents = cpd.slice_documents(iter_raw_documents(paths, stats), args.skip_documents, args.max_documents)
-        summary = cpd.create_pretraining_data(
-            documents, args.output_dir, args.vocab_file, cpd.options_from_args(args), num_workers=args.num_workers,
-            num_parts=args.num_parts, val_fraction=args.val_fraction, num_val_parts=args.num_val_parts,
-            preprocess=to_sentences if args.split_sentences else clean_wikitext_only, shard_chars=args.shard_chars,
-            overwrite=args.overwrite, read_stats=stats, progress_total=sum(os.path.getsize(p) for p in paths),
-            extra_summary={"input": args.input, "input_files": len(paths)},
-        )
-    except (CorpusError, cpd.OptionError, tokenization.VocabError, dataset.DataError) as e:
-        sys.exit(f"error: {e}")
-    cpd.print_summary(summary, args.output_dir)
+    with interrupts.main_guard("prepare"):
+        try:
+            paths = list_input_files(args.input, TEXT_SUFFIXES + DUMP_SUFFIXES)
+            documents = cpd.slice_documents(iter_raw_documents(paths, stats, args.max_skipped_fraction),
+                                            args.skip_documents, args.max_documents)
+            summary = cpd.create_pretraining_data(
+                documents, args.output_dir, args.vocab_file, cpd.options_from_args(args),
+                num_workers=args.num_workers, num_parts=args.num_parts, val_fraction=args.val_fraction,
+                num_val_parts=args.num_val_parts,
+                preprocess=to_sentences if args.split_sentences else clean_wikitext_only,
+                shard_chars=args.shard_chars, overwrite=args.overwrite, read_stats=stats,
+                progress_total=sum(os.path.getsize(p) for p in paths),
+                extra_summary={"input": args.input, "input_files": len(paths)}, input_name=args.input,
+            )
+        except cpd.PIPELINE_ERRORS as e:
+            sys.exit(f"error: {e}")
+        report_skipped(stats)
+        cpd.print_summary(summary, args.output_dir)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ writes one sentence per line with a blank line between documents.
 """
 import argparse
 import bz2
+import contextlib
+import functools
 import gzip
 import itertools
-import multiprocessing
 import os
 import sys
 import zlib
@@ -22,21 +23,59 @@ from dataclasses import dataclass
 import blingfire
 from tqdm import tqdm
 
+from utils import interrupts
+from utils.data.workers import FilePool
+
 TEXT_SUFFIXES = (".txt", ".txt.gz")
+# A file with more non-UTF-8 lines than this is binary or in another encoding, not a corpus with a few bad lines.
+MAX_SKIPPED_FRACTION = 0.5
 
 
 class CorpusError(Exception):
-    """Unreadable or empty input; the message names the file."""
+    """Unreadable or empty input, or an output that cannot be written; the message names the file."""
 
 
 @dataclass
 class ReadStats:
-    """Counters shared by the readers; `bytes_read` is compressed bytes, for progress bars."""
+    """Counters shared by the readers; `bytes_read` is compressed bytes, for progress bars; `lines` counts
+    every line read, skipped ones included."""
 
     files: int = 0
     documents: int = 0
     non_utf8_lines: int = 0
     bytes_read: int = 0
+    lines: int = 0
+
+
+def skipped_fraction(text):
+    """argparse type of --max_skipped_fraction: a number in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def add_skipped_fraction_argument(parser):
+    parser.add_argument("--max_skipped_fraction", type=skipped_fraction, default=MAX_SKIPPED_FRACTION,
+                        help="fail when more than this share of an input file's lines are not valid UTF-8 and "
+                             f"would be skipped (default {MAX_SKIPPED_FRACTION}; 1 never fails)")
+
+
+def report_skipped(stats):
+    """One line on stderr when lines were skipped, so that it is not only in summary.json."""
+    if stats.non_utf8_lines:
+        print(f"skipped {stats.non_utf8_lines} of {stats.lines} input lines (not valid UTF-8)", file=sys.stderr)
+
+
+def check_output_file(path):
+    """Fails before a long run when the output file cannot be written at the end."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CorpusError(f"{path}: the output is a folder, expected a file name")
+    if not os.path.isdir(folder):
+        raise CorpusError(f"{path}: the output's folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CorpusError(f"{path}: the output's folder {folder} is not writable")
 
 
 def list_input_files(path, suffixes=TEXT_SUFFIXES):
@@ -56,7 +95,10 @@ def list_input_files(path, suffixes=TEXT_SUFFIXES):
 
 def open_compressed(path):
     """(binary stream, underlying raw file) for plain, .gz or .bz2 files; raw.tell() gives progress."""
-    raw = open(path, "rb")
+    try:
+        raw = open(path, "rb")
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot open the input ({e.strerror})") from None
     if path.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw, mode="rb"), raw
     if path.endswith(".bz2"):
@@ -64,32 +106,46 @@ def open_compressed(path):
     return raw, raw
 
 
-def iter_lines(path, stats):
-    """Decoded lines of one file without line ends; non-UTF-8 lines are skipped and counted."""
+def check_skipped(path, skipped, lines, max_skipped_fraction):
+    if skipped > max_skipped_fraction * lines:
+        raise CorpusError(
+            f"{path}: {skipped} of {lines} lines ({skipped / lines:.0%}) are not valid UTF-8, more than "
+            f"--max_skipped_fraction {max_skipped_fraction}: is it a binary file or in another encoding? "
+            "(convert it to UTF-8, or raise --max_skipped_fraction to skip those lines)")
+
+
+def iter_lines(path, stats, max_skipped_fraction=MAX_SKIPPED_FRACTION):
+    """Decoded lines of one file without line ends; non-UTF-8 lines are skipped and counted, and a
+    CorpusError at the end of the file when they are more than max_skipped_fraction of its lines."""
     stream, raw = open_compressed(path)
     stats.files += 1
     start = stats.bytes_read
+    lines = skipped = 0
     try:
         for line in stream:
+            lines += 1
+            stats.lines += 1
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
+                skipped += 1
                 stats.non_utf8_lines += 1
                 continue
             stats.bytes_read = start + raw.tell()
             yield text.rstrip("\r\n")
     except (OSError, EOFError, zlib.error) as e:
-        raise CorpusError(f"{path}: cannot read compressed input ({e})") from None
+        raise CorpusError(f"{path}: cannot read the input ({e})") from None
     finally:
         stream.close()
         raw.close()
+    check_skipped(path, skipped, lines, max_skipped_fraction)
 
 
-def iter_text_documents(paths, stats):
+def iter_text_documents(paths, stats, max_skipped_fraction=MAX_SKIPPED_FRACTION):
     """Documents as lists of non-blank lines; a blank line or the end of a file ends a document."""
     for path in paths:
         lines = []
-        for line in iter_lines(path, stats):
+        for line in iter_lines(path, stats, max_skipped_fraction):
             line = line.strip()
             if line:
                 lines.append(line)
@@ -128,14 +184,14 @@ def parallel_map(function, items, num_workers, chunk_size=16):
         yield from map(function, items)
         return
     items = iter(items)
-    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    with FilePool(num_workers) as pool:
         in_flight = deque()
         while True:
             chunk = list(itertools.islice(items, chunk_size))
             if chunk:
-                in_flight.append(pool.apply_async(_map_list, (function, chunk)))
+                in_flight.append(pool.submit(functools.partial(_map_list, function), chunk))
             if in_flight and (not chunk or len(in_flight) >= 2 * num_workers):
-                yield from in_flight.popleft().get()
+                yield from pool.result(in_flight.popleft())
             if not chunk and not in_flight:
                 return
 
@@ -152,7 +208,8 @@ def write_sentence_file(documents, output):
                     f.write("\n".join(sentences) + "\n\n")
                     count += 1
     except BaseException:
-        os.remove(tmp)
+        with contextlib.suppress(FileNotFoundError):  # the open itself may have failed
+            os.remove(tmp)
         raise
     if count == 0:
         os.remove(tmp)
@@ -166,15 +223,19 @@ def main(argv=None):
     parser.add_argument("input", help="a .txt / .txt.gz file or a folder of them")
     parser.add_argument("output", help="output text file (.gz to compress)")
     parser.add_argument("--num_workers", type=int, default=1, help="processes that split sentences")
+    add_skipped_fraction_argument(parser)
     args = parser.parse_args(argv)
     stats = ReadStats()
-    try:
-        paths = list_input_files(args.input)
-        documents = parallel_map(split_document, iter_text_documents(paths, stats), args.num_workers)
-        count = write_sentence_file(tqdm(documents, unit="doc", desc="split"), args.output)
-    except CorpusError as e:
-        sys.exit(f"error: {e}")
-    print(f"wrote {count} documents to {args.output} (skipped {stats.non_utf8_lines} non-UTF-8 lines)")
+    with interrupts.main_guard("sentences"):
+        try:
+            check_output_file(args.output)
+            paths = list_input_files(args.input)
+            documents = parallel_map(split_document, iter_text_documents(paths, stats, args.max_skipped_fraction),
+                                     args.num_workers)
+            count = write_sentence_file(tqdm(documents, unit="doc", desc="split"), args.output)
+        except (CorpusError, OSError) as e:
+            sys.exit(f"error: {e}")
+        print(f"wrote {count} documents to {args.output} (skipped {stats.non_utf8_lines} non-UTF-8 lines)")
 
 
 if __name__ == "__main__":

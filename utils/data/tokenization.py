@@ -18,10 +18,17 @@ class VocabError(Exception):
 
 def load_vocab(vocab_file):
     """vocab.txt -> list of tokens (line i is id i); checks the special tokens BERT needs."""
+    if os.path.isdir(vocab_file):
+        raise VocabError(f"{vocab_file}: is a folder, expected the vocab.txt file")
     if not os.path.isfile(vocab_file):
         raise VocabError(f"{vocab_file}: vocab file does not exist")
-    with open(vocab_file, encoding="utf-8") as f:
-        tokens = [line.rstrip("\n") for line in f]
+    try:
+        with open(vocab_file, encoding="utf-8") as f:
+            tokens = [line.rstrip("\n") for line in f]
+    except UnicodeDecodeError:
+        raise VocabError(f"{vocab_file}: not a vocab.txt (not UTF-8 text)") from None
+    except OSError as e:
+        raise VocabError(f"{vocab_file}: cannot read the vocab ({e.strerror})") from None
     missing = [t for t in SPECIAL_TOKENS if t not in set(tokens)]
     if missing:
         raise VocabError(f"{vocab_file}: vocab lacks required special tokens {missing}")

@@ -9,6 +9,7 @@ trained vocab is used the same way as Google's. The file lists one token per lin
 INPUT is a .txt / .txt.gz file or a folder of them (one sentence or paragraph per line).
 """
 import argparse
+import contextlib
 import os
 import sys
 
@@ -17,15 +18,35 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 from tqdm import tqdm
 
-from utils.data.sentences import CorpusError, ReadStats, iter_lines, list_input_files
-from utils.data.tokenization import SPECIAL_TOKENS, load_vocab
+from utils import interrupts
+from utils.data.sentences import (CorpusError, ReadStats, add_skipped_fraction_argument, check_output_file,
+                                  iter_lines, list_input_files)
+from utils.data.tokenization import SPECIAL_TOKENS, VocabError, load_vocab
+
+PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
-def corpus_lines(paths, stats):
+def corpus_lines(paths, stats, max_skipped_fraction):
     for path in paths:
-        for line in iter_lines(path, stats):
+        for line in iter_lines(path, stats, max_skipped_fraction):
             if line.strip():
                 yield line
+
+
+@contextlib.contextmanager
+def corpus_read_by_main_thread():
+    """With parallelism on, tokenizers' rayon threads pull the corpus iterator, and Python runs the Ctrl-C handler
+    only once training ends (minutes on a large corpus). Off, the main thread reads it and Ctrl-C acts at once;
+    the Python reader is the bottleneck either way (the same wall time was measured)."""
+    previous = os.environ.get(PARALLELISM)
+    os.environ[PARALLELISM] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[PARALLELISM]
+        else:
+            os.environ[PARALLELISM] = previous
 
 
 def train_vocab(lines, vocab_size, do_lower_case=True, min_frequency=2, limit_alphabet=1000):
@@ -37,7 +58,8 @@ def train_vocab(lines, vocab_size, do_lower_case=True, min_frequency=2, limit_al
     trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, limit_alphabet=limit_alphabet,
                                special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
                                show_progress=False)
-    tokenizer.train_from_iterator(lines, trainer=trainer)
+    with corpus_read_by_main_thread():
+        tokenizer.train_from_iterator(lines, trainer=trainer)
     vocab = tokenizer.get_vocab()
     return sorted(vocab, key=vocab.get)
 
@@ -45,9 +67,14 @@ def train_vocab(lines, vocab_size, do_lower_case=True, min_frequency=2, limit_al
 def write_vocab(tokens, path):
     """One token per line, written atomically, then checked with the loader that will read it."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(t + "\n" for t in tokens)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(t + "\n" for t in tokens)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
     load_vocab(path)
 
 
@@ -59,20 +86,26 @@ def main(argv=None):
     parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--min_frequency", type=int, default=2, help="rarest pair count that may be merged")
     parser.add_argument("--limit_alphabet", type=int, default=1000, help="most single characters kept")
+    add_skipped_fraction_argument(parser)
     args = parser.parse_args(argv)
     if args.vocab_size <= len(SPECIAL_TOKENS):
         sys.exit(f"error: --vocab_size {args.vocab_size} must exceed the {len(SPECIAL_TOKENS)} special tokens")
+    for flag in ("min_frequency", "limit_alphabet"):  # the trainer takes unsigned numbers only
+        if getattr(args, flag) < 0:
+            sys.exit(f"error: --{flag} {getattr(args, flag)} must be at least 0")
     stats = ReadStats()
-    try:
-        paths = list_input_files(args.input)
-        lines = tqdm(corpus_lines(paths, stats), unit="line", desc="train_vocab")
-        tokens = train_vocab(lines, args.vocab_size, args.do_lower_case, args.min_frequency, args.limit_alphabet)
-    except CorpusError as e:
-        sys.exit(f"error: {e}")
-    if len(tokens) <= len(SPECIAL_TOKENS):
-        sys.exit(f"error: {args.input}: the corpus has no text to train a vocab on")
-    write_vocab(tokens, args.output)
-    print(f"wrote {len(tokens)} tokens to {args.output} (skipped {stats.non_utf8_lines} non-UTF-8 lines)")
+    with interrupts.main_guard("train_vocab"):
+        try:
+            check_output_file(args.output)
+            paths = list_input_files(args.input)
+            lines = tqdm(corpus_lines(paths, stats, args.max_skipped_fraction), unit="line", desc="train_vocab")
+            tokens = train_vocab(lines, args.vocab_size, args.do_lower_case, args.min_frequency, args.limit_alphabet)
+            if len(tokens) <= len(SPECIAL_TOKENS):
+                raise CorpusError(f"{args.input}: the corpus has no text to train a vocab on")
+            write_vocab(tokens, args.output)
+        except (CorpusError, VocabError, OSError) as e:
+            sys.exit(f"error: {e}")
+        print(f"wrote {len(tokens)} tokens to {args.output} (skipped {stats.non_utf8_lines} non-UTF-8 lines)")
 
 
 if __name__ == "__main__":

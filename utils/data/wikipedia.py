@@ -21,8 +21,9 @@ import mwxml
 from mwparserfromhell.nodes import Comment, Heading, Tag, Template, Wikilink
 from tqdm import tqdm
 
-from utils.data.sentences import (CorpusError, ReadStats, list_input_files, open_compressed, parallel_map,
-                                  split_sentences, write_sentence_file)
+from utils import interrupts
+from utils.data.sentences import (CorpusError, ReadStats, check_output_file, list_input_files, open_compressed,
+                                  parallel_map, split_sentences, write_sentence_file)
 
 DUMP_SUFFIXES = (".bz2", ".xml")  # dump slices are named e.g. "...xml-p10p30302-shortened.bz2"
 ARTICLE_NAMESPACE = 0
@@ -169,14 +170,17 @@ def main(argv=None):
     parser.add_argument("--num_workers", type=int, default=1, help="processes that clean the wikitext")
     args = parser.parse_args(argv)
     stats = WikiStats()
-    try:
-        paths = list_input_files(args.dump, DUMP_SUFFIXES)
-        articles = parallel_map(wikitext_to_sentences, iter_article_texts(paths, stats), args.num_workers)
-        count = write_sentence_file(tqdm(articles, unit="article", desc="wikipedia"), args.output)
-    except CorpusError as e:
-        sys.exit(f"error: {e}")
-    print(f"wrote {count} articles to {args.output} from {stats.pages} pages (skipped {stats.redirects} redirects, "
-          f"{stats.other_namespaces} non-article pages, {stats.disambiguation_titles} disambiguation titles)")
+    with interrupts.main_guard("wikipedia"):
+        try:
+            check_output_file(args.output)
+            paths = list_input_files(args.dump, DUMP_SUFFIXES)
+            articles = parallel_map(wikitext_to_sentences, iter_article_texts(paths, stats), args.num_workers)
+            count = write_sentence_file(tqdm(articles, unit="article", desc="wikipedia"), args.output)
+        except (CorpusError, OSError) as e:
+            sys.exit(f"error: {e}")
+        print(f"wrote {count} articles to {args.output} from {stats.pages} pages (skipped {stats.redirects} "
+              f"redirects, {stats.other_namespaces} non-article pages, {stats.disambiguation_titles} "
+              "disambiguation titles)")
 
 
 if __name__ == "__main__":
