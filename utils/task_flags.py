@@ -95,10 +95,13 @@ def add_infer_args(parser):
 
 
 def default_vocab_file(vocab_file, checkpoint_dir):
-    """--vocab_file, else the checkpoint's vocab.txt (next to it, or in the run root of a step_N directory)."""
+    """--vocab_file, else the checkpoint's vocab.txt (in it, next to a checkpoint prefix, or in the run root of a
+    step_N directory)."""
     if vocab_file or not checkpoint_dir:
         return vocab_file
     candidates = [os.path.join(checkpoint_dir, "vocab.txt")]
+    if not os.path.isdir(checkpoint_dir):  # a Google checkpoint prefix, e.g. DIR/bert_model.ckpt
+        candidates.append(os.path.join(os.path.dirname(checkpoint_dir), "vocab.txt"))
     if os.path.basename(os.path.normpath(checkpoint_dir)).startswith("step_"):
         candidates.append(os.path.join(os.path.dirname(os.path.normpath(checkpoint_dir)), "vocab.txt"))
     return next((path for path in candidates if os.path.isfile(path)), None)

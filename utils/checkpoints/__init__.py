@@ -4,6 +4,7 @@ Modules:
 - loading:   detect_format, read_checkpoint, resolve_config, load_pretrained (any format -> a model)
 - hf:        Hugging Face directories (config.json + model.safetensors): read_hf, export_hf
 - lazy:      OneFlow lazy-mode snapshots (one folder per variable + snapshot_done): read and write
+- tf:        TensorFlow 1 checkpoints (Google's BERT releases: bert_model.ckpt.index/.data-*), read without TensorFlow
 - export_hf: CLI, `python -m utils.checkpoints.export_hf --model_load_dir X --output_dir Y`
 
 Every reader returns weights in one canonical naming, defined here: the BertForPreTraining
@@ -18,6 +19,17 @@ import oneflow as flow
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read or does not fit the model; the message names the path."""
+
+
+class CanonicalState(dict):
+    """Canonical {name: array}, plus the checkpoint variables a reader deliberately left unread:
+    `skipped` (optimizer state such as Adam slots, counted in the load report) and `unmapped`
+    (no canonical name; listed by their own names as unused)."""
+
+    def __init__(self, *args, skipped=(), unmapped=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skipped = list(skipped)
+        self.unmapped = list(unmapped)
 
 
 WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"

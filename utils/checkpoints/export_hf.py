@@ -1,6 +1,11 @@
-"""Export any checkpoint (OneFlow, lazy or HF) as a Hugging Face directory.
+"""Export any checkpoint (OneFlow, lazy, HF or Google's TF1) as a Hugging Face directory.
 
     python -m utils.checkpoints.export_hf --model_load_dir X --output_dir Y [--vocab_file V]
+
+So a Google BERT directory (bert_config.json + bert_model.ckpt.* + vocab.txt) converts TF -> HF
+without TensorFlow. The checkpoint's own vocab.txt is copied when --vocab_file is not given.
+`--output_format lazy` writes a OneFlow lazy snapshot instead (the seed's
+`snapshot_tf_for_graph_snapshot`, from a Google directory).
 
 The model class follows the weights: a SQuAD head -> BertForQuestionAnswering, MLM/NSP heads ->
 BertForPreTraining, else BertModel (override with --architecture). Lazy snapshots and bare
@@ -13,7 +18,8 @@ import modeling
 from utils import interrupts
 from utils.checkpoints import CheckpointError
 from utils.checkpoints.hf import EXPORTABLE, export_hf
-from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint_and_config
+from utils.checkpoints.lazy import write_lazy_snapshot
+from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint_and_config, vocab_file_beside
 
 
 def architecture_for(state):
@@ -26,12 +32,16 @@ def architecture_for(state):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_load_dir", required=True, help="OneFlow checkpoint, HF directory or lazy snapshot")
+    parser.add_argument("--model_load_dir", required=True,
+                        help="OneFlow checkpoint, HF directory, lazy snapshot or TF checkpoint (directory or prefix)")
     parser.add_argument("--output_dir", required=True, help="where config.json and model.safetensors are written")
-    parser.add_argument("--vocab_file", default=None, help="vocab.txt to copy next to the weights")
+    parser.add_argument("--vocab_file", default=None,
+                        help="vocab.txt to copy next to the weights (default: the checkpoint's own, if any)")
     parser.add_argument("--init_format", choices=INIT_FORMATS, default="auto")
     parser.add_argument("--bert_config_file", default=None, help="config for checkpoints without one")
     parser.add_argument("--architecture", choices=("auto",) + EXPORTABLE, default="auto")
+    parser.add_argument("--output_format", choices=("hf", "lazy"), default="hf",
+                        help="hf: config.json + model.safetensors; lazy: a OneFlow lazy snapshot (weights only)")
     return parser.parse_args(argv)
 
 
@@ -49,8 +59,11 @@ def main(argv=None):
         except CheckpointError as e:
             sys.exit(f"error: {e}")
         print(report.summary())
-        export_hf(model, config, args.output_dir, args.vocab_file)
-        print(f"wrote {architecture} to {args.output_dir}")
+        if args.output_format == "lazy":
+            write_lazy_snapshot(model.state_dict(), args.output_dir)
+        else:
+            export_hf(model, config, args.output_dir, args.vocab_file or vocab_file_beside(args.model_load_dir))
+        print(f"wrote {architecture} to {args.output_dir} ({args.output_format})")
 
 
 if __name__ == "__main__":

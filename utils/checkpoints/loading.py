@@ -5,11 +5,14 @@ Formats:
   `step_<N>/` (`config.json` + `model/` written by flow.save), or a bare flow.save'd state dict
   (a directory with `pickled_data`, no config);
 - "hf": a Hugging Face directory with `config.json` + `model.safetensors`;
-- "lazy": a OneFlow lazy-mode snapshot (`snapshot_done` + one folder per variable; no config).
+- "lazy": a OneFlow lazy-mode snapshot (`snapshot_done` + one folder per variable; no config);
+- "tf": a TensorFlow 1 checkpoint in Google's BERT layout: a directory with `bert_config.json` +
+  `bert_model.ckpt.index` / `.data-*` (+ `vocab.txt`), a tf.train output directory (its
+  `checkpoint` file names the prefix), or the checkpoint prefix itself.
 
 Typical use in a script (before `to_global`):
 
-    fmt = resolve_format(args.model_load_dir, args.init_format)         # "oneflow" | "hf" | "lazy"
+    fmt = resolve_format(args.model_load_dir, args.init_format)         # "oneflow" | "hf" | "lazy" | "tf"
     checkpoint = read_checkpoint(args.model_load_dir, fmt)               # (config or None, weights)
     config = resolve_config(checkpoint[0], explicit_shape_flags, defaults)
     model = BertForQuestionAnswering(config)
@@ -27,10 +30,11 @@ import oneflow as flow
 
 from modeling import BertConfig
 from utils.checkpoints import CheckpointError, canonical_name, tensor_to_numpy, to_canonical
-from utils.checkpoints.hf import CONFIG_FILE, is_hf_dir, read_hf, read_hf_config
+from utils.checkpoints.hf import CONFIG_FILE, VOCAB_FILE, is_hf_dir, read_hf, read_hf_config
 from utils.checkpoints.lazy import SNAPSHOT_DONE, read_lazy
+from utils.checkpoints.tf import find_tf_prefix, read_tf, read_tf_config
 
-FORMATS = ("oneflow", "hf", "lazy")
+FORMATS = ("oneflow", "hf", "lazy", "tf")
 INIT_FORMATS = ("auto",) + FORMATS
 PICKLE_FILE = "pickled_data"
 MODEL_SUBDIR = "model"
@@ -74,23 +78,28 @@ def is_oneflow_dir(path):
 
 
 def detect_format(path):
-    """"oneflow" | "hf" | "lazy" for a checkpoint directory; CheckpointError naming it otherwise."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: checkpoint path does not exist")
+    """"oneflow" | "hf" | "lazy" | "tf" for a checkpoint directory or TF prefix; CheckpointError naming it otherwise."""
     if not os.path.isdir(path):
-        raise CheckpointError(f"{path}: a checkpoint is a directory, not a file")
+        if find_tf_prefix(path) is not None:
+            return "tf"
+        if not os.path.exists(path):
+            raise CheckpointError(f"{path}: checkpoint path does not exist")
+        raise CheckpointError(f"{path}: a checkpoint is a directory (or a TF checkpoint prefix), not a file")
     if os.path.isfile(os.path.join(path, SNAPSHOT_DONE)):
         return "lazy"
     if is_hf_dir(path):
         return "hf"
     if is_oneflow_dir(path):
         return "oneflow"
+    if find_tf_prefix(path) is not None:
+        return "tf"
     hint = ""
     if os.path.isfile(os.path.join(path, "pytorch_model.bin")):
         hint = " (pytorch_model.bin is not supported: convert it to model.safetensors)"
     raise CheckpointError(
         f"{path}: not a checkpoint{hint}; expected an HF directory (config.json + model.safetensors), "
-        f"a lazy snapshot (snapshot_done) or a OneFlow checkpoint (pickled_data, step_*/model/)"
+        f"a lazy snapshot (snapshot_done), a OneFlow checkpoint (pickled_data, step_*/model/) "
+        f"or a TF checkpoint (bert_model.ckpt.index + .data-*)"
     )
 
 
@@ -131,13 +140,23 @@ def read_oneflow(path):
     return read_native_config(config_path), to_canonical(arrays, model_dir)
 
 
+def vocab_file_beside(path):
+    """The checkpoint's own vocab.txt: in the directory, or next to a TF checkpoint prefix; None if absent."""
+    directory = path if os.path.isdir(path) else os.path.dirname(path)
+    vocab_file = os.path.join(directory, VOCAB_FILE)
+    return vocab_file if os.path.isfile(vocab_file) else None
+
+
 def resolve_format(path, init_format="auto"):
     """--init_format -> the format to read: detected for "auto", else checked and returned."""
     if init_format not in INIT_FORMATS:
         raise CheckpointError(f"--init_format {init_format!r} is not one of {INIT_FORMATS}")
     if init_format == "auto":
         return detect_format(path)
-    if not os.path.isdir(path):
+    if init_format == "tf" and not os.path.isdir(path):
+        if find_tf_prefix(path) is None:
+            raise CheckpointError(f"{path}: no TF checkpoint prefix (no {path}.index)")
+    elif not os.path.isdir(path):
         raise CheckpointError(f"{path}: checkpoint directory does not exist")
     return init_format
 
@@ -153,6 +172,8 @@ def read_checkpoint(path, init_format="auto"):
         return read_hf(path)
     if fmt == "lazy":
         return None, read_lazy(path)
+    if fmt == "tf":
+        return read_tf(path)
     return read_oneflow(path)
 
 
@@ -173,6 +194,8 @@ def peek_config(path, init_format="auto"):
         return read_hf_config(path)
     if fmt == "lazy":
         return None
+    if fmt == "tf":
+        return read_tf_config(path)
     return read_native_config(resolve_oneflow_dir(path)[1])
 
 
@@ -205,7 +228,8 @@ def resolve_config(checkpoint_config, explicit_flags, defaults):
 @dataclass
 class LoadReport:
     """What load_pretrained did. Names are the model's own parameter names, except `unused`,
-    which lists canonical checkpoint names the model has no parameter for."""
+    which lists checkpoint names the model has no parameter for (canonical, or the checkpoint's
+    own when they map to nothing), and `skipped`, the optimizer variables left unread."""
 
     path: str
     format: str
@@ -213,6 +237,7 @@ class LoadReport:
     loaded: list = field(default_factory=list)
     missing: list = field(default_factory=list)  # left as initialized (new heads, absent pooler)
     unused: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
 
     def summary(self):
         kind = f"{self.format} checkpoint" if self.format else "checkpoint"
@@ -221,6 +246,9 @@ class LoadReport:
             lines.append(f"newly initialized ({len(self.missing)}): {', '.join(self.missing)}")
         if self.unused:
             lines.append(f"unused from checkpoint ({len(self.unused)}): {', '.join(self.unused)}")
+        if self.skipped:
+            kinds = sorted({name.rsplit("/", 1)[-1] for name in self.skipped})
+            lines.append(f"skipped optimizer variables ({len(self.skipped)}): {', '.join(kinds)}")
         return "\n".join(lines)
 
 
@@ -263,6 +291,8 @@ def load_state(params, state, path, fmt):
         copy_into(params[name], state[key])
         report.loaded.append(name)
     report.missing = [by_canonical[name] for name in absent]
+    report.unused += getattr(state, "unmapped", [])
+    report.skipped = list(getattr(state, "skipped", []))
     return report
 
 
