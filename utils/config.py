@@ -125,8 +125,8 @@ def add_pretraining_args(parser):
                         "error, unless --resume=auto, which resumes from the newest intact one")
     add_bool(g, "--use_ddp", default=False, help="Eager DistributedDataParallel over the launched processes")
     g.add_argument("--peer_timeout", type=float, default=300.0,
-                   help="Multi-process runs: stop when a process of this node has not responded for this many "
-                        "seconds (stopped or hung), instead of waiting for ever")
+                   help="Multi-process runs: end the run when a process of this node has been stopped (SIGSTOP) "
+                        "for this many seconds, instead of waiting for it for ever")
     add_bool(g, "--use_consistent", default=False, help="Global (consistent) data-parallel tensors")
     add_bool(g, "--metric-local", "--metric_local", default=False, help="Report rank-local metrics instead of reduced ones")
 

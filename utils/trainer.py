@@ -24,7 +24,7 @@ from utils.checkpoints import CheckpointError, native
 from utils.metrics import format_train_line, format_val_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.paths import DEMO_DATA_DIR
-from utils.watchdog import PeerWatchdog
+from utils import watchdog
 
 INPUT_FIELDS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                 "masked_lm_weights", "next_sentence_labels")
@@ -438,18 +438,19 @@ def pretrain(mode, argv=None):
 
 @contextlib.contextmanager
 def watching_peers(args):
-    """A PeerWatchdog over the ranks of this node while a multi-process run trains."""
+    """utils/watchdog.py watches the other ranks of this node while a multi-process run trains."""
     world = flow.env.get_world_size()
     if world == 1:
         yield
         return
     per_node = world // flow.env.get_node_size()
-    first = flow.env.get_rank() // per_node * per_node
-    watchdog = PeerWatchdog(flow.env.get_rank(), range(first, first + per_node), args.peer_timeout).start()
+    rank = flow.env.get_rank()
+    first = rank // per_node * per_node
+    watcher = watchdog.start(rank, range(first, first + per_node), args.peer_timeout)
     try:
         yield
     finally:
-        watchdog.stop()
+        watchdog.stop(watcher, rank)
 
 
 def run(args, mode):

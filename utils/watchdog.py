@@ -1,88 +1,105 @@
-"""Stops a multi-process run whose peer process stopped responding, instead of waiting forever.
+"""Stops a multi-process run whose peer process was stopped, instead of waiting for it for ever.
 
-OneFlow 0.9 has no collective timeout: when one rank is stopped (SIGSTOP, a debugger, a hung kernel), the
-others wait in their next all-reduce for ever. Each rank runs a heartbeat thread that writes its pid to a file
-of its own every few seconds, in a directory shared by the ranks of this node; a rank whose peer's file has
-gone stale for `timeout` seconds prints which rank went silent, kills it (SIGKILL: a stopped process ignores
-the launcher's SIGTERM until it is continued) and exits, and the launcher then stops the rest.
-Only ranks of the same node are watched (their files are local); a silent rank on another node still hangs.
+OneFlow 0.9 has no collective timeout: when one rank is stopped (SIGSTOP, Ctrl-Z, a debugger), the others wait
+in their next all-reduce for ever. A thread can't watch for this, because a rank blocked in a collective may
+hold the GIL; so each rank starts this module as a small process of its own (no oneflow import). It reads the
+pids that the ranks of its node publish in a shared directory and the state of each in /proc; a peer that has
+been stopped for `timeout` seconds is named and SIGKILLed (a stopped process ignores the launcher's SIGTERM until
+it is continued), and the launcher then stops the rest as for any rank that died. Only ranks of the same node
+are watched (their pids are local); the watcher exits when its own rank does.
+
+    python -m utils.watchdog --rank R --ranks 0 1 --timeout SECONDS --parent PID
 """
+import argparse
+import ctypes
 import os
 import signal
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-EXIT_STATUS = 3
-BEAT_SECONDS = 2.0
+POLL_SECONDS = 1.0
 
 
-def heartbeat_dir():
+def pid_dir():
     """One directory per launch: the launcher gives every rank the same master address and port."""
     launch = f"{os.environ.get('MASTER_ADDR', 'local')}-{os.environ.get('MASTER_PORT', '0')}"
-    return os.path.join(tempfile.gettempdir(), f"bert-heartbeats-{launch}")
+    return os.path.join(tempfile.gettempdir(), f"bert-ranks-{launch}")
 
 
-class PeerWatchdog:
-    def __init__(self, rank, local_ranks, timeout):
-        self.rank, self.peers, self.timeout = rank, [r for r in local_ranks if r != rank], timeout
-        self.directory = heartbeat_dir()
-        self.own_file = self.file_of(rank)
-        self.started_at = time.time()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="peer-watchdog", daemon=True)
+def pid_file(rank):
+    return os.path.join(pid_dir(), f"rank_{rank}")
 
-    def file_of(self, rank):
-        return os.path.join(self.directory, f"rank_{rank}")
 
-    def start(self):
-        os.makedirs(self.directory, exist_ok=True)
-        self._beat()
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.stopped.set()
-        self.thread.join()
-        try:
-            os.remove(self.own_file)
-        except FileNotFoundError:
-            pass
-
-    def _beat(self):
-        with open(self.own_file, "w") as f:
-            f.write(str(os.getpid()))
-
-    def silent_peer(self, now):
-        """(rank, seconds) of a peer whose heartbeat is older than the timeout, else None.
-
-        A peer without a file hasn't started yet or has finished (it removes its file), and a file last touched
-        before this run started was left by an earlier launch on the same port: none of them is a hang.
-        """
-        for peer in self.peers:
-            try:
-                beat = os.path.getmtime(self.file_of(peer))
-            except FileNotFoundError:
-                continue
-            if beat >= self.started_at and now - beat > self.timeout:
-                return peer, now - beat
+def process_state(pid):
+    """The one-letter state of /proc/PID/stat (R, S, D, T for stopped, ...), or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return None
 
-    def _run(self):
-        while not self.stopped.wait(BEAT_SECONDS):
-            self._beat()
-            silent = self.silent_peer(time.time())
-            if silent:
-                peer, age = silent
-                print(f"error: rank {self.rank}: rank {peer} has not responded for {age:.0f} s (stopped or hung; "
-                      f"--peer_timeout {self.timeout:g}): stopping this run", file=sys.stderr, flush=True)
-                self.kill(peer)
-                os._exit(EXIT_STATUS)
 
-    def kill(self, peer):
-        try:
-            with open(self.file_of(peer)) as f:
-                os.kill(int(f.read()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass  # it ended meanwhile
+def read_pid(rank):
+    try:
+        with open(pid_file(rank)) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def start(rank, local_ranks, timeout):
+    """Publishes this rank's pid and starts its watcher process; returns the watcher (a Popen)."""
+    os.makedirs(pid_dir(), exist_ok=True)
+    with open(pid_file(rank), "w") as f:
+        f.write(str(os.getpid()))
+    command = [sys.executable, "-m", "utils.watchdog", "--rank", str(rank), "--timeout", str(timeout),
+               "--parent", str(os.getpid()), "--ranks", *map(str, local_ranks)]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.Popen(command, cwd=root, start_new_session=False)
+
+
+def stop(watcher, rank):
+    watcher.terminate()
+    watcher.wait()
+    try:
+        os.remove(pid_file(rank))
+    except FileNotFoundError:
+        pass
+
+
+def watch(rank, peers, timeout, parent):
+    """Polls the peers' states until the parent rank ends; acts on a peer stopped for longer than timeout."""
+    stopped_since = {}
+    while process_state(parent) not in (None, "Z"):
+        now = time.time()
+        for peer in peers:
+            pid = read_pid(peer)
+            if pid is None or process_state(pid) != "T":
+                stopped_since.pop(peer, None)
+                continue
+            since = stopped_since.setdefault(peer, now)
+            if now - since > timeout:
+                print(f"error: rank {rank}: rank {peer} (pid {pid}) has been stopped for {now - since:.0f} s "
+                      f"(--peer_timeout {timeout:g}): ending the run", file=sys.stderr, flush=True)
+                os.kill(pid, signal.SIGKILL)
+                return
+        time.sleep(POLL_SECONDS)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rank", type=int, required=True)
+    parser.add_argument("--ranks", type=int, nargs="+", required=True, help="the ranks of this node")
+    parser.add_argument("--timeout", type=float, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    args = parser.parse_args()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the rank's to handle; the rank stops this process
+    # Ends with its rank even when the rank is SIGKILLed (prctl PR_SET_PDEATHSIG = 1).
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    watch(args.rank, [r for r in args.ranks if r != args.rank], args.timeout, args.parent)
+
+
+if __name__ == "__main__":
+    main()
