@@ -20,7 +20,7 @@ import oneflow as flow
 
 from modeling import BertForPreTraining, BertForQuestionAnswering, BertModel
 from utils import config as cfg
-from utils import interrupts, task_flags
+from utils import interrupts, onnx_serving, task_flags
 from utils.checkpoints import CheckpointError, canonical_name
 from utils.data.squad_features import SquadDataError, SquadExample, convert_examples_to_features, split_words
 from utils.data.tokenization import VocabError, load_wordpiece_tokenizer
@@ -51,6 +51,8 @@ def build_parser():
     cfg.add_model_args(parser)
     cfg.add_hardware_args(parser)
     task_flags.add_infer_args(parser)
+    parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                        help="Run a model exported by python -m utils.export_onnx on ONNX Runtime instead of OneFlow")
     parser.set_defaults(seq_length=None)
     return parser
 
@@ -356,6 +358,7 @@ def run(args):
     cfg.check_flags(args)
     cfg.resolve_hardware(args)
     args.grad_acc_steps = 1
+    served = onnx_serving.open_model(args) if args.onnx else None
     task = resolve_task(args)
     path, init_format = checkpoint_source(args)
     inputs = read_inputs(args, task)
@@ -364,6 +367,10 @@ def run(args):
         raise cfg.UsageError("--vocab_file is required (the checkpoint directory has no vocab.txt)")
     tokenizer = load_wordpiece_tokenizer(vocab_file, args.do_lower_case)
     tokenizer.add_special_tokens([MASK])  # "[MASK]" in the text is the mask token, not "[", "mask", "]"
+    if served is not None:
+        max_length = max_length_for(args, task, served.max_position_embeddings, served.vocab_size, tokenizer,
+                                    vocab_file)
+        return answer(task, served.timer(), tokenizer, inputs, args, max_length)
 
     start = time.time()
     model_class, task_def = TASKS[task]
@@ -372,20 +379,28 @@ def run(args):
     model.eval()
     report(f"load time: {time.time() - start:.3f} s")
     warn_random_heads(task, missing)
-    positions = model.config.max_position_embeddings
-    max_length = args.seq_length or (min(QA_SEQ_LENGTH, positions) if task == "qa" else positions)
-    if max_length > model.config.max_position_embeddings:
-        raise cfg.UsageError(f"--seq_length {max_length} exceeds the model's max_position_embeddings "
-                             f"{model.config.max_position_embeddings}")
-    if tokenizer.get_vocab_size() > model.config.vocab_size:
-        raise cfg.UsageError(f"--vocab_file {vocab_file} has {tokenizer.get_vocab_size()} tokens but the model's "
-                             f"vocab_size is {model.config.vocab_size}")
+    max_length = max_length_for(args, task, model.config.max_position_embeddings, model.config.vocab_size,
+                                tokenizer, vocab_file)
+    runner = build_runner(args.mode, task_def, model, None, None, args, Placement(args.device, False))
+    return answer(task, Timer(runner, args.mode), tokenizer, inputs, args, max_length)
 
+
+def max_length_for(args, task, positions, vocab_size, tokenizer, vocab_file):
+    """The packing length (--seq_length, else the model's positions, 384 for qa), checked against the model."""
+    max_length = args.seq_length or (min(QA_SEQ_LENGTH, positions) if task == "qa" else positions)
+    if max_length > positions:
+        raise cfg.UsageError(f"--seq_length {max_length} exceeds the model's max_position_embeddings {positions}")
+    if tokenizer.get_vocab_size() > vocab_size:
+        raise cfg.UsageError(f"--vocab_file {vocab_file} has {tokenizer.get_vocab_size()} tokens but the model's "
+                             f"vocab_size is {vocab_size}")
     if task == "qa" and max_length <= args.max_query_length + 3:
         raise cfg.UsageError(f"--seq_length {max_length} must exceed --max_query_length {args.max_query_length} + 3 "
                              "to leave room for the context")
-    runner = build_runner(args.mode, task_def, model, None, None, args, Placement(args.device, False))
-    timer = Timer(runner, args.mode)
+    return max_length
+
+
+def answer(task, timer, tokenizer, inputs, args, max_length):
+    """Runs the inputs through timer (a OneFlow runner or an ONNX Runtime session) and prints the records."""
     if task == "qa":
         records = infer_qa(timer, tokenizer, inputs, args, max_length)
     else:
