@@ -24,9 +24,11 @@ from collections import namedtuple
 import numpy as np
 from oneflow.core.record import record_pb2
 
+from utils.errors import DataError  # noqa: F401  (dataset.DataError is part of this module's interface)
+
 LENGTH_BYTES = 8
 PART_PREFIX = "part-"
-_PART_RE = re.compile(r"^part-(\d+)$")
+PART_RE = re.compile(r"^part-(\d+)$")
 _TMP_PART_RE = re.compile(r"^part-\d+\.tmp")
 # Present while a writer of this project fills a data directory; removed only when every file is complete.
 INCOMPLETE_MARKER = ".incomplete"
@@ -34,10 +36,6 @@ INCOMPLETE_MARKER = ".incomplete"
 # Values must lie in [low, high): `bound` names the high limit in messages (e.g. "vocab_size 30522").
 # A None limit is not checked; float fields are always checked to be finite.
 Field = namedtuple("Field", ["shape", "dtype", "low", "high", "bound"], defaults=(None, None, ""))
-
-
-class DataError(Exception):
-    """Bad or missing data files; the message names the file and field."""
 
 
 def _ids(length, vocab_size):
@@ -240,7 +238,7 @@ def list_parts(directory):
     if not os.path.isdir(directory):
         raise DataError(f"{directory}: data directory does not exist")
     check_complete(directory)
-    numbers = sorted(int(m.group(1)) for m in map(_PART_RE.match, os.listdir(directory)) if m)
+    numbers = sorted(int(m.group(1)) for m in map(PART_RE.match, os.listdir(directory)) if m)
     if not numbers:
         raise DataError(f"{directory}: no {PART_PREFIX}N files")
     if numbers != list(range(len(numbers))):

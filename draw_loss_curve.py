@@ -28,13 +28,14 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen befor
 
 from utils.metrics import parse_log  # noqa: E402
 from utils import interrupts  # noqa: E402
+from utils.errors import BertError  # noqa: E402
 
 LOSS_PANELS = ("total_loss", "mlm_loss", "nsp_loss")
 # Accuracy names per line kind: training lines call NSP accuracy pred_acc (the seed's name), validation nsp_acc.
 ACCURACIES = {"train": (("pred_acc", "NSP"), ("mlm_acc", "MLM")), "val": (("nsp_acc", "NSP"), ("mlm_acc", "MLM"))}
 
 
-class LogError(ValueError):
+class LogError(BertError, ValueError):
     """A log that cannot be drawn: missing, or without training lines."""
 
 
@@ -201,7 +202,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
         try:
             drawn = draw(args.logs, args.out, args.labels)
-        except (LogError, OSError) as e:
+        except (BertError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         for run in drawn["runs"]:

@@ -5,7 +5,7 @@ Parameter names follow Hugging Face's BertModel so checkpoints convert by name.
 It imports only oneflow, the standard library and utils/numpy_blas.py: no data, flags or files.
 
 CPU speed notes (OneFlow 0.9, measured in ../shared/notes and tests/test_modeling.py):
-- Broadcasting an [N, 1] tensor over [N, H] is ~100x slower than a same-shape op, so
+- Broadcasting an [N, 1] tensor over [N, H] is ~50x slower than a same-shape op (N 4096, H 768), so
   LayerNorm broadcasts its row statistics through a matmul with a ones row.
 - Denormal floats make the CPU GEMM ~150x slower, so every weight starts at N(0, 0.02).
 - In eager mode on CPU, dense layers, attention and LayerNorm run on numpy's BLAS
@@ -88,7 +88,7 @@ class LayerNorm(nn.Module):
     """LayerNorm over the last dim (Ba et al. 2016) with row statistics broadcast by matmul.
 
     mean and variance are [N, 1]; multiplying by a ones row [1, H] expands them to [N, H]
-    13x faster than OneFlow 0.9's CPU broadcast, and the result equals nn.LayerNorm to ~1e-6.
+    ~25x faster than OneFlow 0.9's CPU broadcast (N 4096, H 768), and the result equals nn.LayerNorm to ~1e-6.
     """
 
     def __init__(self, hidden_size, eps=1e-12):

@@ -21,9 +21,11 @@ import oneflow as flow
 from modeling import BertForPreTraining, BertForQuestionAnswering, BertModel
 from utils import config as cfg
 from utils import interrupts, onnx_serving, task_flags
-from utils.checkpoints import CheckpointError, canonical_name
-from utils.data.squad_features import SquadDataError, SquadExample, convert_examples_to_features, split_words
-from utils.data.tokenization import VocabError, load_wordpiece_tokenizer
+from utils.checkpoints import canonical_name
+from utils.data.squad_features import (SquadExample, check_room_for_context, convert_examples_to_features,
+                                       split_words)
+from utils.data.tokenization import load_wordpiece_tokenizer
+from utils.errors import BertError
 from utils.squad_postprocess import compute_predictions
 from utils.trainer import Placement, Task, build_bert, build_runner
 
@@ -393,9 +395,8 @@ def max_length_for(args, task, positions, vocab_size, tokenizer, vocab_file):
     if tokenizer.get_vocab_size() > vocab_size:
         raise cfg.UsageError(f"--vocab_file {vocab_file} has {tokenizer.get_vocab_size()} tokens but the model's "
                              f"vocab_size is {vocab_size}")
-    if task == "qa" and max_length <= args.max_query_length + 3:
-        raise cfg.UsageError(f"--seq_length {max_length} must exceed --max_query_length {args.max_query_length} + 3 "
-                             "to leave room for the context")
+    if task == "qa":
+        check_room_for_context(max_length, args.max_query_length, "--seq_length")
     return max_length
 
 
@@ -417,7 +418,7 @@ def main(argv=None):
     with interrupts.main_guard("run_infer.py"):
         try:
             return run(args)
-        except (cfg.UsageError, CheckpointError, VocabError, SquadDataError) as e:
+        except BertError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 

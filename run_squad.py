@@ -27,14 +27,15 @@ import dataset
 from modeling import BertForQuestionAnswering, squad_loss
 from utils import config as cfg
 from utils import interrupts, task_flags
-from utils.checkpoints import CheckpointError, native
-from utils.data.squad_features import SIDE_FILE, SquadDataError, build_features, load_eval_side_file
-from utils.data.tokenization import VocabError
+from utils.checkpoints import native
+from utils.data.squad_features import (SIDE_FILE, SquadDataError, build_features, check_room_for_context,
+                                       load_eval_side_file)
+from utils.errors import BertError
 from utils.metrics import format_train_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.squad_evaluate import data_version, evaluate
 from utils.squad_postprocess import compute_predictions, write_predictions
-from utils.trainer import (NonFiniteLoss, Placement, Task, build_bert, build_runner, check_finite_loss, distribute,
+from utils.trainer import (Placement, Task, build_bert, build_runner, check_finite_loss, distribute,
                            log)
 
 TRAIN_FIELDS = ("input_ids", "input_mask", "segment_ids", "start_positions", "end_positions")
@@ -324,9 +325,7 @@ def check_args(args):
         raise cfg.UsageError("run_squad.py runs as a single process; launch it without oneflow.distributed.launch")
     if args.gpu_num_per_node != 1 and args.device == "cpu":
         cfg.warn(f"--gpu_num_per_node {args.gpu_num_per_node} is ignored on CPU: one process trains")
-    if args.seq_length <= args.max_query_length + 3:
-        raise cfg.UsageError(f"--seq_length {args.seq_length} must exceed --max_query_length {args.max_query_length} "
-                             "+ 3 to leave room for the context")
+    check_room_for_context(args.seq_length, args.max_query_length, "--seq_length")
     if not args.do_train and not args.model_load_dir:
         cfg.warn("--do_eval without --do_train or --model_load_dir evaluates a randomly initialized model")
     native.check_writable(args.output_dir, "--output_dir")
@@ -376,8 +375,7 @@ def main(argv=None):
     with interrupts.main_guard("run_squad.py"):
         try:
             return run(args)
-        except (cfg.UsageError, dataset.DataError, SquadDataError, VocabError, CheckpointError,
-                native.CheckpointError, NonFiniteLoss) as e:
+        except BertError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 

@@ -15,7 +15,7 @@ import oneflow as flow
 
 from modeling import BertForPreTraining
 from utils import interrupts
-from utils.checkpoints import CheckpointError
+from utils.errors import BertError
 from utils.checkpoints.lazy import read_lazy
 from utils.checkpoints.loading import INIT_FORMATS, load_into, load_state, read_checkpoint_and_config
 
@@ -73,7 +73,7 @@ def main(argv=None):
             eager, lazy = BertForPreTraining(config), BertForPreTraining(config)
             eager_report = load_into(eager, checkpoint, args.model_load_dir, fmt)
             lazy_report = load_params_from_lazy(lazy, args.lazy_dir)
-        except CheckpointError as e:
+        except BertError as e:
             sys.exit(f"error: {e}")
         print(lazy_report.summary())
         eager.eval()

@@ -16,6 +16,7 @@ from collections import namedtuple
 
 from modeling import ACTIVATIONS, BertConfig
 from utils import numpy_blas
+from utils.errors import UsageError
 from utils.checkpoints.loading import ARCHITECTURE_FIELDS, resolve_config
 
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
@@ -129,10 +130,6 @@ def add_pretraining_args(parser):
                         "for this many seconds, instead of waiting for it for ever")
     add_bool(g, "--use_consistent", default=False, help="Global (consistent) data-parallel tensors")
     add_bool(g, "--metric-local", "--metric_local", default=False, help="Report rank-local metrics instead of reduced ones")
-
-
-class UsageError(Exception):
-    """A flag value or combination that makes no sense; the message names the flag."""
 
 
 def parse_args(parser, argv=None):

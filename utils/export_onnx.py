@@ -28,9 +28,9 @@ import oneflow as flow
 
 import run_infer
 from utils import config as cfg
-from utils.checkpoints import CheckpointError
 from utils.data.tokenization import load_wordpiece_tokenizer
 from utils.task_flags import default_vocab_file
+from utils.errors import BertError
 from utils.trainer import EvalGraph
 
 TRACE_BATCH = 2
@@ -55,7 +55,7 @@ DYNAMIC_AXES = {
 }
 
 
-class ExportError(Exception):
+class ExportError(BertError):
     """The converter failed, or the exported model disagrees with OneFlow."""
 
 
@@ -407,7 +407,7 @@ def main(argv=None):
     args = cfg.parse_args(build_parser(), argv)
     try:
         return export(args)
-    except (cfg.UsageError, CheckpointError, ExportError) as e:
+    except BertError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -1,4 +1,4 @@
-"""The seed's log-line format, written and parsed here only, plus metric accumulation.
+"""The seed's log-line format, written and parsed here only.
 
 Training line (rank 0; step is 0-based, throughput is samples/s since the previous line):
   step: 19, total_loss: 11.138, mlm_loss: 10.422, nsp_loss: 0.716, pred_acc: 0.503, mlm_acc: 0.041, throughput: 81.638, epoch: 0 1632812345.12

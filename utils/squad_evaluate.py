@@ -21,13 +21,13 @@ questions have no prediction and how many ids of the predictions / na-prob file 
 """
 import argparse
 import json
-import os
 import re
 import string
 import sys
 from collections import Counter, OrderedDict, namedtuple
 
 from utils import interrupts
+from utils.files import write_json_atomic
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -247,18 +247,6 @@ def warn_unknown_ids(mapping, ids, what, path):
              f"data file (e.g. {unknown[0]})")
 
 
-def _write_json_atomic(path, obj):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def build_parser():
     parser = argparse.ArgumentParser(description="SQuAD v1.1/v2.0 evaluation (EM and F1)")
     parser.add_argument("data_file", help="SQuAD JSON with gold answers")
@@ -294,7 +282,7 @@ def main(argv=None):
         print(json.dumps(result, indent=2))
         if args.out_file:
             try:
-                _write_json_atomic(args.out_file, result)
+                write_json_atomic(args.out_file, result)
             except OSError as e:
                 sys.exit(f"error: --out-file {args.out_file}: {e}")
 

@@ -5,6 +5,7 @@ in how it is run: `EagerRunner` calls it per micro-batch and steps the optimizer
 calls it inside nn.Graph.build and lets the graph accumulate, clip and step. Everything else (data order,
 schedule, logging, validation, checkpoints, resume) is shared by `pretrain()`.
 """
+import argparse
 import contextlib
 import json
 import os
@@ -19,12 +20,12 @@ from tqdm import tqdm
 import dataset
 from modeling import BertForPreTraining, offset_dropout_seeds, pretraining_loss, restart_dropout_streams
 from utils import config as cfg
-from utils import interrupts
-from utils.checkpoints import CheckpointError, native
+from utils import interrupts, watchdog
+from utils.checkpoints import native
+from utils.errors import BertError
 from utils.metrics import format_train_line, format_val_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.paths import DEMO_DATA_DIR
-from utils import watchdog
 
 INPUT_FIELDS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                 "masked_lm_weights", "next_sentence_labels")
@@ -238,8 +239,6 @@ def build_runner(mode, task, model, optimizer, lr_scheduler, args, placement):
 
 
 def build_parser(description):
-    import argparse
-
     parser = argparse.ArgumentParser(description=description)
     cfg.add_model_args(parser)
     cfg.add_hardware_args(parser)
@@ -319,7 +318,7 @@ def build_loaders(args, config, world, rank, contiguous):
     return train_dir, train, val
 
 
-class NonFiniteLoss(Exception):
+class NonFiniteLoss(BertError):
     """The training loss became NaN or infinite; raised before the model of that step can be saved."""
 
 
@@ -431,7 +430,7 @@ def pretrain(mode, argv=None):
         try:
             with watching_peers(args):
                 run(args, mode)
-        except (cfg.UsageError, dataset.DataError, native.CheckpointError, CheckpointError, NonFiniteLoss) as e:
+        except BertError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 

@@ -16,9 +16,7 @@ The MLM decoder is tied to `bert.embeddings.word_embeddings.weight` and has no n
 import numpy as np
 import oneflow as flow
 
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be read or does not fit the model; the message names the path."""
+from utils.errors import CheckpointError  # noqa: F401  (re-exported: callers import it from here)
 
 
 class CanonicalState(dict):

@@ -16,7 +16,7 @@ import sys
 
 import modeling
 from utils import interrupts
-from utils.checkpoints import CheckpointError
+from utils.errors import BertError
 from utils.checkpoints.hf import EXPORTABLE, export_hf
 from utils.checkpoints.lazy import write_lazy_snapshot
 from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint_and_config, vocab_file_beside
@@ -56,7 +56,7 @@ def main(argv=None):
                 architecture = architecture_for(checkpoint[1])
             model = getattr(modeling, architecture)(config)
             report = load_into(model, checkpoint, args.model_load_dir, fmt)
-        except CheckpointError as e:
+        except BertError as e:
             sys.exit(f"error: {e}")
         print(report.summary())
         if args.output_format == "lazy":

@@ -15,11 +15,9 @@ import shutil
 
 import oneflow as flow
 
+from utils.errors import CheckpointError
+
 STEP_PREFIX = "step_"
-
-
-class CheckpointError(Exception):
-    pass
 
 
 def step_dir_name(step):

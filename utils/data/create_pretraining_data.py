@@ -55,12 +55,14 @@ from utils.data import tokenization
 from utils.data.sentences import (CorpusError, ReadStats, add_skipped_fraction_argument, iter_text_documents,
                                   list_input_files, report_skipped, split_document)
 from utils.data.workers import FilePool
+from utils.errors import BertError
+from utils.files import atomic_output
 
 TRAIN, VAL = "train", "val"
 SUMMARY_FILE = "summary.json"
 
 
-class OptionError(ValueError):
+class OptionError(BertError, ValueError):
     """A bad command-line value; the message names the flag."""
 
 
@@ -505,16 +507,9 @@ def split_summary(stats, counts):
 
 
 def write_json_atomic(path, obj):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    with atomic_output(path) as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 def make_work_dir(output_dir):
@@ -668,7 +663,7 @@ def options_from_args(args):
 
 # What bad input or a bad environment raises; each message names the file or the flag. OSError covers
 # what no check can foresee, such as a full disk, and its text names the file.
-PIPELINE_ERRORS = (CorpusError, OptionError, tokenization.VocabError, dataset.DataError, OSError)
+PIPELINE_ERRORS = (BertError, OSError)
 
 
 def print_summary(summary, output_dir):

@@ -10,7 +10,6 @@ writes one sentence per line with a blank line between documents.
 """
 import argparse
 import bz2
-import contextlib
 import functools
 import gzip
 import itertools
@@ -25,13 +24,15 @@ from tqdm import tqdm
 
 from utils import interrupts
 from utils.data.workers import FilePool
+from utils.errors import BertError
+from utils.files import atomic_output
 
 TEXT_SUFFIXES = (".txt", ".txt.gz")
 # A file with more non-UTF-8 lines than this is binary or in another encoding, not a corpus with a few bad lines.
 MAX_SKIPPED_FRACTION = 0.5
 
 
-class CorpusError(Exception):
+class CorpusError(BertError):
     """Unreadable or empty input, or an output that cannot be written; the message names the file."""
 
 
@@ -198,23 +199,14 @@ def parallel_map(function, items, num_workers, chunk_size=16):
 
 def write_sentence_file(documents, output):
     """Google's format (one sentence per line, blank line between documents), written atomically."""
-    tmp = f"{output}.tmp{os.getpid()}"
-    opener = gzip.open if output.endswith(".gz") else open
     count = 0
-    try:
-        with opener(tmp, "wt", encoding="utf-8") as f:
-            for sentences in documents:
-                if sentences:
-                    f.write("\n".join(sentences) + "\n\n")
-                    count += 1
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):  # the open itself may have failed
-            os.remove(tmp)
-        raise
-    if count == 0:
-        os.remove(tmp)
-        raise CorpusError(f"{output}: no documents with text were found in the input")
-    os.replace(tmp, output)
+    with atomic_output(output, gzip.open if output.endswith(".gz") else open, "wt") as f:
+        for sentences in documents:
+            if sentences:
+                f.write("\n".join(sentences) + "\n\n")
+                count += 1
+        if count == 0:
+            raise CorpusError(f"{output}: no documents with text were found in the input")
     return count
 
 
@@ -233,7 +225,7 @@ def main(argv=None):
             documents = parallel_map(split_document, iter_text_documents(paths, stats, args.max_skipped_fraction),
                                      args.num_workers)
             count = write_sentence_file(tqdm(documents, unit="doc", desc="split"), args.output)
-        except (CorpusError, OSError) as e:
+        except (BertError, OSError) as e:
             sys.exit(f"error: {e}")
         print(f"wrote {count} documents to {args.output} (skipped {stats.non_utf8_lines} non-UTF-8 lines)")
 

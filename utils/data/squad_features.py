@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 
@@ -30,16 +29,17 @@ from tqdm import tqdm
 
 import dataset
 from utils import interrupts
-from utils.data.tokenization import VocabError, load_wordpiece_tokenizer
+from utils.data.tokenization import load_wordpiece_tokenizer
+from utils.errors import BertError
+from utils.files import write_json_atomic
 
 UNIQUE_ID_BASE = 1000000000
 SIDE_FILE = "eval_features.json"
 META_FILE = "features_meta.json"
 SIDE_FORMAT = "squad-eval-features/1"
-_PART_RE = re.compile(r"^part-\d+$")
 
 
-class SquadDataError(Exception):
+class SquadDataError(BertError):
     """Bad SQuAD input or settings; the message names the file or flag."""
 
 
@@ -251,10 +251,15 @@ def is_max_context(spans, span_index, position):
     return best_index == span_index
 
 
+def check_room_for_context(seq_length, max_query_length, seq_flag):
+    """[CLS] question [SEP] context [SEP]: the question and 3 special tokens must leave room for the context."""
+    if seq_length <= max_query_length + 3:
+        raise SquadDataError(f"{seq_flag} {seq_length} must exceed --max_query_length {max_query_length} + 3 to leave "
+                         "room for the context")
+
+
 def check_settings(max_seq_length, doc_stride, max_query_length):
-    if max_seq_length <= max_query_length + 3:
-        raise SquadDataError(
-            f"--max_seq_length {max_seq_length} must be greater than --max_query_length {max_query_length} + 3")
+    check_room_for_context(max_seq_length, max_query_length, "--max_seq_length")
     if doc_stride <= 0:
         raise SquadDataError(f"--doc_stride {doc_stride} must be positive")
 
@@ -337,7 +342,7 @@ def feature_record(feature, is_training):
 
 def _remove_parts(output_dir):
     for name in os.listdir(output_dir):
-        if _PART_RE.match(name):
+        if dataset.PART_RE.match(name):
             os.remove(os.path.join(output_dir, name))
 
 
@@ -362,18 +367,6 @@ def write_features(features, output_dir, is_training, num_parts=1, progress=True
                     bar.update()
             counts.append(writer.count)
     return counts
-
-
-def _write_json_atomic(path, obj):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_eval_side_file(path, examples, features, settings):
@@ -403,7 +396,7 @@ def write_eval_side_file(path, examples, features, settings):
             "token_to_orig": [f.token_to_orig_map[p] for p in doc_positions],
             "token_is_max_context": [int(f.token_is_max_context[p]) for p in doc_positions],
         })
-    _write_json_atomic(path, side)
+    write_json_atomic(path, side, ensure_ascii=False, separators=(",", ":"))
 
 
 def load_eval_side_file(path):
@@ -496,7 +489,7 @@ def _write_outputs(output_dir, examples, features, settings, meta, side_file, nu
     write_features(features, output_dir, settings["is_training"], num_parts, progress)
     if side_file:
         write_eval_side_file(side_file, examples, features, settings)
-    _write_json_atomic(meta_path, meta)
+    write_json_atomic(meta_path, meta, ensure_ascii=False, separators=(",", ":"))
 
 
 def _remove_outputs(output_dir, side_file):
@@ -517,7 +510,7 @@ def _read_meta(path):
 def _outputs_present(output_dir, num_parts, side_file):
     if os.path.exists(os.path.join(output_dir, dataset.INCOMPLETE_MARKER)):
         return False  # an interrupted build, even if its meta file made it to disk
-    parts = [n for n in os.listdir(output_dir) if _PART_RE.match(n)]
+    parts = [n for n in os.listdir(output_dir) if dataset.PART_RE.match(n)]
     return len(parts) == num_parts and (side_file is None or os.path.isfile(side_file))
 
 
@@ -552,7 +545,7 @@ def main(argv=None):
             build_features(args.input_file, args.vocab_file, args.output_dir, args.is_training,
                            args.version_2_with_negative, args.max_seq_length, args.doc_stride,
                            args.max_query_length, args.do_lower_case, args.num_parts, args.force)
-        except (SquadDataError, VocabError, OSError) as e:  # OSError: e.g. --output_dir not writable
+        except (BertError, OSError) as e:  # OSError: e.g. --output_dir not writable
             sys.exit(f"error: {e}")
 
 

@@ -9,10 +9,12 @@ import os
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
+from utils.errors import BertError
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-class VocabError(Exception):
+class VocabError(BertError):
     pass
 
 

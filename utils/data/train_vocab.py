@@ -21,7 +21,9 @@ from tqdm import tqdm
 from utils import interrupts
 from utils.data.sentences import (CorpusError, ReadStats, add_skipped_fraction_argument, check_output_file,
                                   iter_lines, list_input_files)
-from utils.data.tokenization import SPECIAL_TOKENS, VocabError, load_vocab
+from utils.data.tokenization import SPECIAL_TOKENS, load_vocab
+from utils.errors import BertError
+from utils.files import atomic_output
 
 PARALLELISM = "TOKENIZERS_PARALLELISM"
 
@@ -66,15 +68,8 @@ def train_vocab(lines, vocab_size, do_lower_case=True, min_frequency=2, limit_al
 
 def write_vocab(tokens, path):
     """One token per line, written atomically, then checked with the loader that will read it."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(t + "\n" for t in tokens)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    with atomic_output(path) as f:
+        f.writelines(t + "\n" for t in tokens)
     load_vocab(path)
 
 
@@ -103,7 +98,7 @@ def main(argv=None):
             if len(tokens) <= len(SPECIAL_TOKENS):
                 raise CorpusError(f"{args.input}: the corpus has no text to train a vocab on")
             write_vocab(tokens, args.output)
-        except (CorpusError, VocabError, OSError) as e:
+        except (BertError, OSError) as e:
             sys.exit(f"error: {e}")
         print(f"wrote {len(tokens)} tokens to {args.output} (skipped {stats.non_utf8_lines} non-UTF-8 lines)")
 

@@ -22,6 +22,7 @@ from mwparserfromhell.nodes import Comment, Heading, Tag, Template, Wikilink
 from tqdm import tqdm
 
 from utils import interrupts
+from utils.errors import BertError
 from utils.data.sentences import (CorpusError, ReadStats, check_output_file, list_input_files, open_compressed,
                                   parallel_map, split_sentences, write_sentence_file)
 
@@ -176,7 +177,7 @@ def main(argv=None):
             paths = list_input_files(args.dump, DUMP_SUFFIXES)
             articles = parallel_map(wikitext_to_sentences, iter_article_texts(paths, stats), args.num_workers)
             count = write_sentence_file(tqdm(articles, unit="article", desc="wikipedia"), args.output)
-        except (CorpusError, OSError) as e:
+        except (BertError, OSError) as e:
             sys.exit(f"error: {e}")
         print(f"wrote {count} articles to {args.output} from {stats.pages} pages (skipped {stats.redirects} "
               f"redirects, {stats.other_namespaces} non-article pages, {stats.disambiguation_titles} "
