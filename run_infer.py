@@ -27,7 +27,7 @@ from utils.data.squad_features import (SquadExample, check_room_for_context, con
 from utils.data.tokenization import load_wordpiece_tokenizer
 from utils.errors import BertError
 from utils.squad_postprocess import compute_predictions
-from utils.trainer import Placement, Task, build_bert, build_runner
+from utils.runtime import Placement, Task, build_bert, build_runner
 
 MASK = "[MASK]"
 QA_SEQ_LENGTH = 384  # Google's SQuAD window, the QA default when --seq_length is not given
@@ -85,10 +85,10 @@ def qa_outputs(model, inputs):
 
 
 TASKS = {
-    "features": (BertModel, Task((), None, 0, PACKED_FIELDS, features_outputs)),
-    "nsp": (BertForPreTraining, Task((), None, 0, HEAD_FIELDS, nsp_outputs)),
-    "fill_mask": (BertForPreTraining, Task((), None, 0, HEAD_FIELDS, fill_mask_outputs)),
-    "qa": (BertForQuestionAnswering, Task((), None, 0, PACKED_FIELDS, qa_outputs)),
+    "features": (BertModel, Task(PACKED_FIELDS, features_outputs)),
+    "nsp": (BertForPreTraining, Task(HEAD_FIELDS, nsp_outputs)),
+    "fill_mask": (BertForPreTraining, Task(HEAD_FIELDS, fill_mask_outputs)),
+    "qa": (BertForQuestionAnswering, Task(PACKED_FIELDS, qa_outputs)),
 }
 
 
@@ -359,7 +359,6 @@ def infer_qa(timer, tokenizer, inputs, args, max_length):
 def run(args):
     cfg.check_flags(args)
     cfg.resolve_hardware(args)
-    args.grad_acc_steps = 1
     served = onnx_serving.open_model(args) if args.onnx else None
     task = resolve_task(args)
     path, init_format = checkpoint_source(args)
@@ -383,7 +382,7 @@ def run(args):
     warn_random_heads(task, missing)
     max_length = max_length_for(args, task, model.config.max_position_embeddings, model.config.vocab_size,
                                 tokenizer, vocab_file)
-    runner = build_runner(args.mode, task_def, model, None, None, args, Placement(args.device, False))
+    runner = build_runner(args.mode, task_def, model, Placement(args.device, False), use_fp16=args.use_fp16)
     return answer(task, Timer(runner, args.mode), tokenizer, inputs, args, max_length)
 
 

@@ -4,7 +4,7 @@ The model and loss are Google BERT's run_squad.py (Devlin et al. 2018): a linear
 encoder, loss = mean of the start and end cross-entropies. The optimizer is AdamW with gradient clipping at 1.0,
 linear warmup over --warmup_proportion of the steps then linear decay to 0, in Hugging Face's recipe by default
 (--optimizer_recipe, utils/optim.py).
-Training and prediction run through utils/trainer.py, so eager and graph compute the same step.
+Training and prediction run through utils/runtime.py, so eager and graph compute the same step.
 
 Data: --train_file / --predict_file take SQuAD JSON and build features (cached under --output_dir/features);
 --train_data_dir / --eval_data_dir take prebuilt OFRecords in the seed's layout. The last eval batch is padded
@@ -35,7 +35,7 @@ from utils.metrics import format_train_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.squad_evaluate import data_version, evaluate
 from utils.squad_postprocess import compute_predictions, write_predictions
-from utils.trainer import (Placement, Task, build_bert, build_runner, check_finite_loss, distribute,
+from utils.runtime import (Placement, Task, build_bert, build_runner, check_finite_loss, distribute,
                            log)
 
 TRAIN_FIELDS = ("input_ids", "input_mask", "segment_ids", "start_positions", "end_positions")
@@ -54,7 +54,8 @@ def squad_eval_outputs(model, inputs):
     return model(*inputs)
 
 
-SQUAD = Task(TRAIN_FIELDS, squad_train_outputs, 1, EVAL_FIELDS, squad_eval_outputs)
+SQUAD = Task(train_fields=TRAIN_FIELDS, train_outputs=squad_train_outputs, num_losses=1, eval_fields=EVAL_FIELDS,
+             eval_outputs=squad_eval_outputs)
 
 
 def build_parser():
@@ -202,7 +203,7 @@ def train(args, model, placement, index, run_log):
     optimizer = build_optimizer(model, OPTIMIZER, args.learning_rate, args.weight_decay, CLIP_GRAD_MAX_NORM,
                                 args.optimizer_recipe)
     lr_scheduler = build_lr_scheduler(optimizer, total_steps, warmup_steps, args.optimizer_recipe)
-    runner = build_runner(args.mode, SQUAD, model, optimizer, lr_scheduler, args, placement)
+    runner = build_runner(args.mode, SQUAD, model, placement, optimizer, lr_scheduler, use_fp16=args.use_fp16)
     run_log(f"train: {len(index)} features, batch {batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps "
             f"({total_steps / steps_per_epoch:.2f} epochs), warmup {warmup_steps}, lr {args.learning_rate}, "
             f"recipe {args.optimizer_recipe}, mode {args.mode}")
@@ -338,7 +339,6 @@ def run(args):
     cfg.check_flags(args)
     cfg.resolve_hardware(args)
     check_args(args)
-    args.grad_acc_steps, args.use_ddp, args.use_consistent = 1, False, False
     run_log = RunLog(args.log_dir)
     check_data_version(args)
     vocab_file = resolve_vocab_file(args)
@@ -347,7 +347,7 @@ def run(args):
     if report:
         log(report.summary())
     placement = Placement(args.device, False)
-    model = distribute(model, args, placement)
+    model = distribute(model, placement)
     train_index = training_index(args, vocab_file, config) if args.do_train else None
     eval_index, side = eval_data(args, vocab_file, config) if args.do_eval else (None, None)
 
@@ -358,7 +358,7 @@ def run(args):
         if args.save_last_snapshot:
             save_snapshot(args, config, model, runner, vocab_file, timing["train_steps"], run_log)
     else:
-        runner = build_runner(args.mode, SQUAD, model, None, None, args, placement)
+        runner = build_runner(args.mode, SQUAD, model, placement, use_fp16=args.use_fp16)
     if args.do_eval:
         summary.update(predict_and_score(args, runner, eval_index, side, run_log))
     summary["wall_seconds"] = time.time() - start

@@ -6,7 +6,8 @@ import pytest
 from runs import TINY_MODEL, run
 from synthetic import write_synthetic_dataset
 from utils import config as cfg
-from utils.trainer import build_parser, check_distributed, resolve_batch_sizes
+from utils.runtime import check_distributed
+from utils.trainer import build_parser, resolve_batch_sizes
 
 SEED_EAGER = ("--train-batch-size 32 --lr 0.001 --num_hidden_layers 12 --num_attention_heads 12 "
               "--max_position_embeddings 512 --seq_length 128 --vocab_size 30522 --type_vocab_size 2 "

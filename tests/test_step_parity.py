@@ -17,7 +17,7 @@ from utils import numpy_blas
 from utils.checkpoints.hf import read_hf
 from utils.checkpoints.loading import load_pretrained
 from utils.optim import build_lr_scheduler, build_optimizer
-from utils.trainer import EagerRunner, GraphRunner, Placement
+from utils.runtime import EagerRunner, GraphRunner, Placement
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "squad_step_reference")
 

@@ -4,7 +4,7 @@
         [--steps N] [--warmup N] [--numpy_blas=False] [--json FILE]
 
 It builds the model, optimizer and runner exactly as run_eager_pretraining.py / run_pretraining.py do
-(utils.trainer.build_runner) and times `runner.train_step` on a fixed random batch: median seconds per step
+(utils.runtime.build_runner) and times `runner.train_step` on a fixed random batch: median seconds per step
 after warm-up, tokens/s over all processes, peak RSS of the largest process, graph compile time, and model
 FLOP/s as a fraction of a single-process matmul peak measured in the same run. ddp2 and global2 relaunch
 this module under oneflow.distributed.launch with 2 processes. B is per process.
@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 
 from utils.config import add_bool
 
@@ -76,7 +75,8 @@ def measure(config_name, mode, steps, warmup, use_numpy_blas):
     import oneflow as flow
 
     from modeling import BertConfig, BertForPreTraining
-    from utils import trainer
+    from utils import runtime
+    from utils.trainer import PRETRAINING
     from utils.optim import build_lr_scheduler, build_optimizer
 
     numpy_blas.set_enabled(use_numpy_blas)
@@ -85,13 +85,11 @@ def measure(config_name, mode, steps, warmup, use_numpy_blas):
     is_global = mode == "global2"
     flow.manual_seed(0)
     config = BertConfig(vocab_size=VOCAB, **{k: v for k, v in c.items() if k != "batch"})
-    args = SimpleNamespace(device="cpu", use_ddp=mode == "ddp2", use_consistent=is_global, grad_acc_steps=1,
-                           use_fp16=False)
-    placement = trainer.Placement("cpu", is_global)
-    model = trainer.distribute(BertForPreTraining(config), args, placement)
+    placement = runtime.Placement("cpu", is_global)
+    model = runtime.distribute(BertForPreTraining(config), placement, use_ddp=mode == "ddp2")
     optimizer = build_optimizer(model, "adamw", 1e-4, 0.01, 1.0)
-    runner = trainer.build_runner(kind, trainer.PRETRAINING, model, optimizer,
-                                  build_lr_scheduler(optimizer, 10_000, 100), args, placement)
+    runner = runtime.build_runner(kind, PRETRAINING, model, placement, optimizer,
+                                  build_lr_scheduler(optimizer, 10_000, 100))
     batch = random_batch(c["batch"], VOCAB, seed=flow.env.get_rank())
     # OneFlow runs ops asynchronously: a step is done when the optimizer has written the last parameter.
     last_parameter = optimizer.param_groups[-1].parameters[-1]

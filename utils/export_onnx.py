@@ -31,7 +31,7 @@ from utils import config as cfg
 from utils.data.tokenization import load_wordpiece_tokenizer
 from utils.task_flags import default_vocab_file
 from utils.errors import BertError
-from utils.trainer import EvalGraph
+from utils.runtime import EvalGraph
 
 TRACE_BATCH = 2
 INT64_MAX = np.iinfo(np.int64).max
@@ -382,7 +382,7 @@ def copy_vocab(vocab_file, output):
 def export(args):
     """Writes args.output and returns the largest ONNX Runtime - OneFlow difference of the check."""
     cfg.check_flags(args)
-    args.device, args.grad_acc_steps = "cpu", 1
+    args.device = "cpu"
     model, config, task_def, fields = load(args)
     seq_length = min(args.seq_length, config.max_position_embeddings)
     vocab_file = default_vocab_file(args.vocab_file, args.model_load_dir)

@@ -1,45 +1,35 @@
 """The one pre-training core behind run_eager_pretraining.py and run_pretraining.py.
 
-What a step computes is `pretraining_outputs` (forward, loss, metric counts); eager and graph differ only
-in how it is run: `EagerRunner` calls it per micro-batch and steps the optimizer itself, `GraphRunner`
-calls it inside nn.Graph.build and lets the graph accumulate, clip and step. Everything else (data order,
-schedule, logging, validation, checkpoints, resume) is shared by `pretrain()`.
+What a step computes is `pretraining_outputs` (forward, loss, metric counts), run by utils/runtime.py's eager
+or graph runner. Everything else (data order, schedule, logging, validation, checkpoints, resume) is shared
+by `pretrain()`.
 """
 import argparse
-import contextlib
 import json
 import os
 import sys
 import time
-from collections import namedtuple
 
 import numpy as np
 import oneflow as flow
 from tqdm import tqdm
 
 import dataset
-from modeling import BertForPreTraining, offset_dropout_seeds, pretraining_loss, restart_dropout_streams
+from modeling import BertForPreTraining, pretraining_loss
 from utils import config as cfg
-from utils import interrupts, watchdog
+from utils import interrupts
 from utils.checkpoints import native
 from utils.errors import BertError
 from utils.metrics import format_train_line, format_val_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.paths import DEMO_DATA_DIR
+from utils.runtime import (Placement, Task, build_bert, build_runner, check_distributed, check_finite_loss,
+                           distribute, log, watching_peers)
 
 INPUT_FIELDS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                 "masked_lm_weights", "next_sentence_labels")
 TRAIN_OUTPUTS = ("total_loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_count", "nsp_correct", "nsp_count")
 EVAL_OUTPUTS = ("mlm_loss_sum", "mlm_count", "mlm_correct", "nsp_loss_sum", "nsp_count", "nsp_correct")
-
-
-class Task(namedtuple("Task", ["train_fields", "train_outputs", "num_losses", "eval_fields", "eval_outputs"])):
-    """What a step computes, for any fine-tuning or pre-training objective.
-
-    train_outputs(model, inputs) -> tuple whose first `num_losses` entries are losses (averaged over
-    micro-batches; the first is optimized) and the rest are counts (summed). eval_outputs(model, inputs)
-    -> tuple of tensors. Inputs are the batch's tensors in field order.
-    """
 
 
 # ---------------------------------------------------------------- what a step computes
@@ -75,164 +65,8 @@ def evaluation_outputs(model, inputs):
             (nsp_ce * row_valid).sum(), row_valid.sum(), (nsp_hit * row_valid).sum())
 
 
-PRETRAINING = Task(INPUT_FIELDS, pretraining_outputs, 3, INPUT_FIELDS + ("row_valid",), evaluation_outputs)
-
-
-# ---------------------------------------------------------------- how a step is run
-
-
-class Placement:
-    """Turns numpy batches into the tensors a mode needs: local on a device, or global split(0)."""
-
-    def __init__(self, device, is_global):
-        self.device = device
-        self.is_global = is_global
-        self.placement = flow.placement(device, ranks=list(range(flow.env.get_world_size()))) if is_global else None
-
-    def tensor(self, array):
-        local = flow.tensor(array, device="cpu" if self.is_global else self.device)
-        if self.is_global:
-            return local.to_global(placement=self.placement, sbp=flow.sbp.split(0))
-        return local
-
-    def to_host(self, tensor, reduce_ranks):
-        """A scalar or vector output -> numpy; summed over ranks for local tensors when reduce_ranks."""
-        if self.is_global:
-            return tensor.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
-        if reduce_ranks and flow.env.get_world_size() > 1:
-            tensor = tensor.clone()
-            flow.comm.all_reduce(tensor)
-        return tensor.numpy()
-
-
-class EagerRunner:
-    def __init__(self, task, model, optimizer, lr_scheduler, micro_batches, placement):
-        self.task = task
-        self.model, self.optimizer, self.lr_scheduler = model, optimizer, lr_scheduler
-        self.micro_batches = micro_batches
-        self.placement = placement
-
-    def train_step(self, batch):
-        self.model.train()
-        outputs = None
-        for chunk in range(self.micro_batches):
-            inputs = [self.placement.tensor(np.array_split(batch[f], self.micro_batches)[chunk])
-                      for f in self.task.train_fields]
-            step = self.task.train_outputs(self.model, inputs)
-            (step[0] / self.micro_batches).backward()
-            step = [t.detach() for t in step]
-            outputs = step if outputs is None else [a + b for a, b in zip(outputs, step)]
-        # The graph clips per parameter group; eager applies the same group clip only when asked to.
-        self.optimizer.clip_grad()
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        self.lr_scheduler.step()
-        return average_losses(outputs, self.task.num_losses, self.micro_batches)
-
-    def eval_step(self, batch):
-        self.model.eval()
-        with flow.no_grad():
-            return self.task.eval_outputs(self.model, [self.placement.tensor(batch[f]) for f in self.task.eval_fields])
-
-    def restart_random_streams(self, segment):
-        restart_dropout_streams(self.model, segment)
-
-    def state_dict(self):
-        return {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
-
-    def load_state_dict(self, state):
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-
-
-def average_losses(outputs, num_losses, micro_batches):
-    """Losses are averaged over micro-batches, counts summed."""
-    return [o / micro_batches if i < num_losses else o for i, o in enumerate(outputs)]
-
-
-class TrainGraph(flow.nn.Graph):
-    def __init__(self, task, model, optimizer, lr_scheduler, micro_batches, use_fp16):
-        super().__init__()
-        self.task = task
-        self.model = model
-        self.add_optimizer(optimizer, lr_sch=lr_scheduler)
-        if micro_batches > 1:
-            self.config.set_gradient_accumulation_steps(micro_batches)
-        if use_fp16:
-            self.config.enable_amp(True)
-            self.set_grad_scaler(flow.amp.GradScaler(init_scale=2 ** 30, growth_factor=2.0, backoff_factor=0.5,
-                                                     growth_interval=2000))
-
-    def build(self, *inputs):
-        outputs = self.task.train_outputs(self.model, inputs)
-        outputs[0].backward()
-        return outputs
-
-
-class EvalGraph(flow.nn.Graph):
-    def __init__(self, task, model, use_fp16):
-        super().__init__()
-        self.task = task
-        self.model = model
-        if use_fp16:
-            self.config.enable_amp(True)
-
-    def build(self, *inputs):
-        return self.task.eval_outputs(self.model, inputs)
-
-
-class GraphRunner:
-    def __init__(self, task, model, optimizer, lr_scheduler, micro_batches, placement, use_fp16):
-        self.task = task
-        self.model = model
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self.micro_batches = micro_batches
-        self.placement = placement
-        self.use_fp16 = use_fp16
-        self.train_graph = self._new_train_graph() if optimizer else None
-        self.train_graph_compiled = False
-        self.eval_graph = None
-
-    def _new_train_graph(self):
-        return TrainGraph(self.task, self.model, self.optimizer, self.lr_scheduler, self.micro_batches, self.use_fp16)
-
-    def train_step(self, batch):
-        self.model.train()
-        self.train_graph_compiled = True
-        outputs = self.train_graph(*[self.placement.tensor(batch[f]) for f in self.task.train_fields])
-        # Under accumulation the graph returns one value per micro-batch.
-        outputs = [o.sum() for o in outputs] if self.micro_batches > 1 else list(outputs)
-        return average_losses(outputs, self.task.num_losses, self.micro_batches)
-
-    def eval_step(self, batch):
-        self.model.eval()
-        if self.eval_graph is None:  # built on first use: compiling costs time and memory
-            self.eval_graph = EvalGraph(self.task, self.model, self.use_fp16)
-        return self.eval_graph(*[self.placement.tensor(batch[f]) for f in self.task.eval_fields])
-
-    def restart_random_streams(self, segment):
-        """A compiled graph keeps its random streams, so it is rebuilt (from its own state) after the reseed."""
-        restart_dropout_streams(self.model, segment)
-        if self.train_graph_compiled:
-            state = self.train_graph.state_dict()
-            for param in self.model.parameters():
-                param.grad = None  # the old graph's build left lazy gradients that a new build can't accumulate into
-            self.train_graph = self._new_train_graph()
-            self.train_graph.load_state_dict(state)
-            self.train_graph_compiled = False
-
-    def state_dict(self):
-        return self.train_graph.state_dict()
-
-    def load_state_dict(self, state):
-        self.train_graph.load_state_dict(state)
-
-
-def build_runner(mode, task, model, optimizer, lr_scheduler, args, placement):
-    """The single place where eager and graph execution part ways."""
-    if mode == "graph":
-        return GraphRunner(task, model, optimizer, lr_scheduler, args.grad_acc_steps, placement, args.use_fp16)
-    return EagerRunner(task, model, optimizer, lr_scheduler, args.grad_acc_steps, placement)
+PRETRAINING = Task(train_fields=INPUT_FIELDS, train_outputs=pretraining_outputs, num_losses=3,
+                   eval_fields=INPUT_FIELDS + ("row_valid",), eval_outputs=evaluation_outputs)
 
 
 # ---------------------------------------------------------------- the run
@@ -244,46 +78,6 @@ def build_parser(description):
     cfg.add_hardware_args(parser)
     cfg.add_pretraining_args(parser)
     return parser
-
-
-def check_distributed(args, mode):
-    """Distributed combinations OneFlow 0.9 cannot run correctly are errors, not hangs."""
-    world = flow.env.get_world_size()
-    if args.use_ddp and args.use_consistent:
-        raise cfg.UsageError("--use_ddp and --use_consistent are two different data-parallel modes: pick one")
-    if mode == "graph" and args.use_ddp:
-        raise cfg.UsageError("--use_ddp is eager DistributedDataParallel: use run_eager_pretraining.py, "
-                             "or --use_consistent for graph data parallel")
-    if mode == "graph" and world > 1 and not args.use_consistent:
-        raise cfg.UsageError(
-            f"graph mode with {world} processes needs --use_consistent: a local nn.Graph under a multi-process "
-            "launch hangs or trains wrongly in OneFlow 0.9 (use --use_consistent, or eager --use_ddp)")
-    if mode == "eager" and world > 1 and not (args.use_ddp or args.use_consistent):
-        raise cfg.UsageError(f"{world} processes were launched but neither --use_ddp nor --use_consistent was given: "
-                             "every rank would train its own model")
-    check_node_layout()
-
-
-def check_node_layout():
-    """Stops a launch whose node layout OneFlow and the launcher see differently, before its first collective.
-
-    OneFlow 0.9 groups ranks into nodes by the IP address each process reaches the master from, and takes a
-    process's slot on its node from the launcher's LOCAL_RANK. Two launchers (--nnodes 2) on one machine that
-    both reach the master from the same address form ONE OneFlow node with two LOCAL_RANK 0 processes: the
-    first all-reduce aborts (cpu_all_reduce.cpp:47 value_not_found_error) or global tensors hang.
-    Only the ranks above the first node can see the clash; they exit at once with os._exit, because a normal
-    exit waits in OneFlow's shutdown for the peers that are stuck. Rank 0 then aborts with "Machine N lost".
-    """
-    world, rank = flow.env.get_world_size(), flow.env.get_rank()
-    per_node = world // flow.env.get_node_size()
-    local_rank = flow.env.get_local_rank()
-    if local_rank != rank % per_node:
-        print(f"error: rank {rank} has LOCAL_RANK {local_rank}, but OneFlow groups processes into nodes by IP address "
-              f"and sees {flow.env.get_node_size()} node(s) of {per_node} processes, i.e. local rank {rank % per_node}: "
-              "each node of a --nnodes launch must reach --master_addr from its own IP address (one machine or "
-              "network namespace per node; see docs/distributed.md)",
-              file=sys.stderr, flush=True)
-        os._exit(2)
 
 
 def resolve_batch_sizes(args, world):
@@ -318,62 +112,12 @@ def build_loaders(args, config, world, rank, contiguous):
     return train_dir, train, val
 
 
-class NonFiniteLoss(BertError):
-    """The training loss became NaN or infinite; raised before the model of that step can be saved."""
-
-
-def check_finite_loss(loss, step, placement, checkpoint_note):
-    """Stops the run at the step whose loss is not finite (summed over ranks, so every rank stops together)."""
-    value = float(placement.to_host(loss, reduce_ranks=True))
-    if not np.isfinite(value):
-        raise NonFiniteLoss(f"the training loss is {value} at step {step}: training stopped before saving this "
-                            f"model; {checkpoint_note} (try a lower --lr or --learning_rate, or check the data)")
-
-
-def log(message):
-    if flow.env.get_rank() == 0:
-        tqdm.write(message, file=sys.stdout)
-        sys.stdout.flush()
-
-
 def record_metrics(path, kind, values):
     """Full-precision copy of a printed line, for comparing runs (the log keeps the seed's 3 decimals)."""
     if path and flow.env.get_rank() == 0:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "a") as f:
             f.write(json.dumps(dict(values, kind=kind)) + "\n")
-
-
-def build_bert(args, model_class, path=None, init_format=None):
-    """A local model of model_class, shaped by the flags or by a checkpoint's config and weights.
-
-    path and init_format default to --model_load_dir / --init_format. Returns (config, model, load report or
-    None without a checkpoint); the report lists newly initialized parameters such as a new task head.
-    """
-    path = path or args.model_load_dir
-    if not path:
-        config = cfg.resolve_bert_config(args)
-        return config, model_class(config), None
-    from utils.checkpoints.loading import load_into, read_checkpoint, resolve_format
-
-    fmt = resolve_format(path, init_format or args.init_format)
-    checkpoint = read_checkpoint(path, fmt)
-    config = cfg.resolve_bert_config(args, checkpoint[0])
-    model = model_class(config)
-    return config, model, load_into(model, checkpoint, path, fmt)
-
-
-def distribute(model, args, placement):
-    """Moves a local model to the run's device and wraps it for DDP or makes it global."""
-    model.to(args.device)
-    if args.use_ddp:
-        from oneflow.nn.parallel import DistributedDataParallel
-
-        offset_dropout_seeds(model, flow.env.get_rank())
-        model = DistributedDataParallel(model)
-    if args.use_consistent:
-        model.to_global(placement=placement.placement, sbp=flow.sbp.broadcast)
-    return model
 
 
 def validate(runner, loader, placement, args):
@@ -435,23 +179,6 @@ def pretrain(mode, argv=None):
             sys.exit(2)
 
 
-@contextlib.contextmanager
-def watching_peers(args):
-    """utils/watchdog.py watches the other ranks of this node while a multi-process run trains."""
-    world = flow.env.get_world_size()
-    if world == 1:
-        yield
-        return
-    per_node = world // flow.env.get_node_size()
-    rank = flow.env.get_rank()
-    first = rank // per_node * per_node
-    watcher = watchdog.start(rank, range(first, first + per_node), args.peer_timeout)
-    try:
-        yield
-    finally:
-        watchdog.stop(watcher, rank)
-
-
 def run(args, mode):
     cfg.check_flags(args)
     cfg.resolve_hardware(args)
@@ -471,10 +198,11 @@ def run(args, mode):
 
     if report:
         log(report.summary())
-    model = distribute(model, args, placement)
+    model = distribute(model, placement, args.use_ddp)
     optimizer = build_optimizer(model, args.optim_name, args.lr, args.weight_decay, args.clip_grad_max_norm)
     lr_scheduler = build_lr_scheduler(optimizer, total_steps, warmup_steps)
-    runner = build_runner(mode, PRETRAINING, model, optimizer, lr_scheduler, args, placement)
+    runner = build_runner(mode, PRETRAINING, model, placement, optimizer, lr_scheduler, args.grad_acc_steps,
+                          args.use_fp16)
 
     start_step = 0
     if args.resume:
