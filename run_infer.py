@@ -25,7 +25,6 @@ from utils.checkpoints import canonical_name
 from utils.data.squad_features import (SquadExample, check_room_for_context, convert_examples_to_features,
                                        split_words)
 from utils.data.tokenization import load_wordpiece_tokenizer
-from utils.errors import BertError
 from utils.squad_postprocess import compute_predictions
 from utils.runtime import Placement, Task, build_bert, build_runner
 
@@ -414,12 +413,8 @@ def answer(task, timer, tokenizer, inputs, args, max_length):
 
 def main(argv=None):
     args = cfg.parse_args(build_parser(), argv)
-    with interrupts.main_guard("run_infer.py"):
-        try:
-            return run(args)
-        except BertError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+    with interrupts.main_guard("run_infer.py", errors_exit_with=2):
+        return run(args)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import replace
 
@@ -30,7 +29,6 @@ from utils import interrupts, task_flags
 from utils.checkpoints import native
 from utils.data.squad_features import (SIDE_FILE, SquadDataError, build_features, check_room_for_context,
                                        load_eval_side_file)
-from utils.errors import BertError
 from utils.metrics import format_train_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.squad_evaluate import data_version, evaluate
@@ -372,12 +370,8 @@ def run(args):
 
 def main(argv=None):
     args = cfg.parse_args(build_parser(), argv)
-    with interrupts.main_guard("run_squad.py"):
-        try:
-            return run(args)
-        except BertError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+    with interrupts.main_guard("run_squad.py", errors_exit_with=2):
+        return run(args)
 
 
 if __name__ == "__main__":

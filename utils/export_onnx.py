@@ -28,6 +28,7 @@ import oneflow as flow
 
 import run_infer
 from utils import config as cfg
+from utils import interrupts
 from utils.data.tokenization import load_wordpiece_tokenizer
 from utils.task_flags import default_vocab_file
 from utils.errors import BertError
@@ -405,11 +406,8 @@ def export(args):
 
 def main(argv=None):
     args = cfg.parse_args(build_parser(), argv)
-    try:
+    with interrupts.main_guard("export_onnx", errors_exit_with=2):
         return export(args)
-    except BertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

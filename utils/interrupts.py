@@ -2,11 +2,14 @@
 
 Without this, a signal that arrives while OneFlow runs ends the process at once (status 255): no `finally`
 runs, temp files stay behind. `install()` makes SIGINT and SIGTERM raise `Interrupted` in the main thread,
-and `main_guard` turns it into one line on stderr and exit status 130 (128 + SIGINT, the shell convention).
+and `main_guard` turns it into one line on stderr and exit status 130 (128 + SIGINT, the shell convention);
+with errors_exit_with set, a BertError becomes one `error: ...` line and that exit status too.
 """
 import contextlib
 import signal
 import sys
+
+from utils.errors import BertError
 
 EXIT_STATUS = 130
 
@@ -40,11 +43,17 @@ def install():
 
 
 @contextlib.contextmanager
-def main_guard(program):
-    """Runs an entry point's body: an interruption prints `program: interrupted by SIGINT ...` and exits 130."""
+def main_guard(program, errors_exit_with=None):
+    """Runs an entry point's body: an interruption prints `program: interrupted by SIGINT ...` and exits 130;
+    with errors_exit_with, a BertError prints `error: MESSAGE` and exits with that status."""
     previous = install()
     try:
         yield
+    except BertError as e:
+        if errors_exit_with is None:
+            raise
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(errors_exit_with)
     except Interrupted as e:
         print(f"{program}: interrupted by {e.signal_name}; partial outputs were removed", file=sys.stderr, flush=True)
         sys.exit(EXIT_STATUS)

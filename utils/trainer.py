@@ -7,7 +7,6 @@ by `pretrain()`.
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -19,7 +18,6 @@ from modeling import BertForPreTraining, pretraining_loss
 from utils import config as cfg
 from utils import interrupts
 from utils.checkpoints import native
-from utils.errors import BertError
 from utils.metrics import format_train_line, format_val_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.paths import DEMO_DATA_DIR
@@ -170,13 +168,8 @@ class MetricWindow:
 def pretrain(mode, argv=None):
     parser = build_parser(f"BERT pre-training ({mode} mode)")
     args = cfg.parse_args(parser, argv)
-    with interrupts.main_guard(f"{mode} pre-training"):
-        try:
-            with watching_peers(args):
-                run(args, mode)
-        except BertError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+    with interrupts.main_guard(f"{mode} pre-training", errors_exit_with=2), watching_peers(args):
+        run(args, mode)
 
 
 def run(args, mode):
