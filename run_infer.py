@@ -197,7 +197,7 @@ def warn_random_heads(task, missing):
 # ---------------------------------------------------------------- packing
 
 
-def truncate_pair(a, b, max_tokens):
+def truncate_longer_from_end(a, b, max_tokens):
     """Google's _truncate_seq_pair: drop tokens from the end of the longer side until both fit."""
     a, b = list(a), list(b)
     while len(a) + len(b) > max_tokens:
@@ -212,7 +212,7 @@ def pack(tokenizer, text_a, text_b, max_length):
     pairs_a = list(zip(enc_a.tokens, enc_a.ids))
     pairs_b = list(zip(enc_b.tokens, enc_b.ids)) if enc_b is not None else []
     budget = max_length - (3 if enc_b is not None else 2)
-    kept_a, kept_b = truncate_pair(pairs_a, pairs_b, budget)
+    kept_a, kept_b = truncate_longer_from_end(pairs_a, pairs_b, budget)
     if len(kept_a) + len(kept_b) < len(pairs_a) + len(pairs_b):
         cfg.warn(f"input truncated to {max_length} tokens (--seq_length)")
     cls, sep = ("[CLS]", tokenizer.token_to_id("[CLS]")), ("[SEP]", tokenizer.token_to_id("[SEP]"))

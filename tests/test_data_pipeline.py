@@ -257,12 +257,12 @@ def test_truncation_shortens_the_longer_segment_to_fit():
 
     rng = random.Random(0)
     for la, lb in [(200, 3), (3, 200), (70, 70), (10, 10)]:
-        (a_lo, a_hi), (b_lo, b_hi) = cpd.truncate_pair((0, la), (1000, 1000 + lb), 125, rng)
+        (a_lo, a_hi), (b_lo, b_hi) = cpd.truncate_longer_at_random_end((0, la), (1000, 1000 + lb), 125, rng)
         assert (a_hi - a_lo) + (b_hi - b_lo) == min(la + lb, 125)
         assert 0 <= a_lo <= a_hi <= la and 1000 <= b_lo <= b_hi <= 1000 + lb
         if la == 200:
             assert (b_lo, b_hi) == (1000, 1003), "only the longer side is cut"
-    (a_lo, a_hi), _ = cpd.truncate_pair((0, 1000), (0, 1), 125, random.Random(1))
+    (a_lo, a_hi), _ = cpd.truncate_longer_at_random_end((0, 1000), (0, 1), 125, random.Random(1))
     assert 0 < a_lo and a_hi < 1000, "both ends of a long segment get cut"
 
 

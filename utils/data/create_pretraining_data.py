@@ -185,7 +185,7 @@ def random_segment(documents, doc_index, target_length, rng):
     return other, bounds[first], bounds[last]
 
 
-def truncate_pair(a, b, max_num_tokens, rng):
+def truncate_longer_at_random_end(a, b, max_num_tokens, rng):
     """Shortens spans [lo, hi) of A and B, always the longer one, from a random end (reference script)."""
     a_lo, a_hi = a
     b_lo, b_hi = b
@@ -231,7 +231,7 @@ def instances_from_document(documents, doc_index, options, rng, out):
                 b_doc, b_lo, b_hi = random_segment(documents, doc_index, target - (a_span[1] - a_span[0]), rng)
             else:
                 b_doc, (b_lo, b_hi) = doc_index, b_span
-            (a_lo, a_hi), (b_lo, b_hi) = truncate_pair(a_span, (b_lo, b_hi), max_num_tokens, rng)
+            (a_lo, a_hi), (b_lo, b_hi) = truncate_longer_at_random_end(a_span, (b_lo, b_hi), max_num_tokens, rng)
             out.append((doc_index, a_lo, a_hi, b_doc, b_lo, b_hi, b_span is None, forced))
             chunk_start = i = next_start  # sentences not used after a random B start the next chunk
             target = pick_target_length(rng, max_num_tokens, options.short_seq_prob)
