@@ -66,7 +66,8 @@ def test_out_of_range_values_are_named_with_file_record_and_field(tmp_path, fiel
 
 def test_a_bad_first_record_is_refused_when_the_directory_is_opened(tmp_path):
     directory = write_dataset(str(tmp_path), bad_record=0, field="masked_lm_positions", value=SEQ + 5)
-    with pytest.raises(dataset.DataError, match=r"part-0 record 0: field 'masked_lm_positions' has 37, outside \[0, 32\)"):
+    expected = r"part-0 record 0: field 'masked_lm_positions' has 37, outside \[0, 32\)"
+    with pytest.raises(dataset.DataError, match=expected):
         dataset.RecordIndex(directory, dataset.pretraining_schema(SEQ, PREDICTIONS))
 
 
