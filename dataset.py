@@ -132,7 +132,10 @@ def decode_record(payload, schema, where):
             wide = np.asarray(values, dtype=np.int64)
             if wide.size and (wide.min() < INT32_RANGE[0] or wide.max() > INT32_RANGE[1]):
                 raise DataError(f"{where}: field '{name}' has a value outside int32")
-        out[name] = np.asarray(values, dtype=field.dtype).reshape(field.shape)
+            array = wide.astype(field.dtype)
+        else:
+            array = np.asarray(values, dtype=field.dtype)
+        out[name] = array.reshape(field.shape)
     return out
 
 

@@ -164,20 +164,20 @@ def check_data_version(args):
 
 
 class LossWindow:
-    """Sums the loss on the device between prints, so the host waits only when a line is printed."""
+    """Sums the per-step losses between prints; each is on the host already, for the finite-loss check."""
 
     def __init__(self):
-        self.total, self.steps, self.start = None, 0, time.time()
+        self.total, self.steps, self.start = 0.0, 0, time.time()
 
     def add(self, loss):
-        self.total = loss.detach() if self.total is None else self.total + loss.detach()
+        self.total += loss
         self.steps += 1
 
     def line(self, step, epoch, batch_size):
         """The seed's SQuAD line: step, total_loss, throughput (samples/s since the last line), epoch."""
-        values = {"step": step, "total_loss": float(self.total.numpy()) / self.steps,
+        values = {"step": step, "total_loss": self.total / self.steps,
                   "throughput": self.steps * batch_size / max(time.time() - self.start, 1e-9), "epoch": epoch}
-        self.total, self.steps, self.start = None, 0, time.time()
+        self.total, self.steps, self.start = 0.0, 0, time.time()
         return format_train_line(values)
 
 
@@ -214,8 +214,8 @@ def train(args, model, placement, index, run_log):
             batch = next(batches)
             real_tokens += int(batch["input_mask"].sum())
             loss = runner.train_step(batch)[0]
-            check_finite_loss(loss, step, placement, "no model is saved (fine-tuning has no intermediate checkpoints)")
-            window.add(loss)
+            window.add(check_finite_loss(loss, step, placement,
+                                         "no model is saved (fine-tuning has no intermediate checkpoints)"))
             progress.update(1)
             if (step + 1) % args.loss_print_every_n_iter == 0 or step + 1 == total_steps:
                 run_log(window.line(step, step // steps_per_epoch, batch_size))

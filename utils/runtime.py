@@ -237,11 +237,15 @@ class NonFiniteLoss(BertError):
 
 
 def check_finite_loss(loss, step, placement, checkpoint_note):
-    """Stops the run at the step whose loss is not finite (summed over ranks, so every rank stops together)."""
+    """Stops the run at the step whose loss is not finite (summed over ranks, so every rank stops together).
+
+    Returns the host value: the loss summed over ranks.
+    """
     value = float(placement.to_host(loss, reduce_ranks=True))
     if not np.isfinite(value):
         raise NonFiniteLoss(f"the training loss is {value} at step {step}: training stopped before saving this "
                             f"model; {checkpoint_note} (try a lower --lr or --learning_rate, or check the data)")
+    return value
 
 
 def log(message):

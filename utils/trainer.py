@@ -136,7 +136,8 @@ def validate(runner, loader, placement, args):
 
 
 class MetricWindow:
-    """Sums step outputs on the device between prints, so the host syncs only when a line is printed."""
+    """Sums step outputs on the device between prints: the metric counts and their reduction over ranks reach the
+    host only when a line is printed (the loss itself is checked on the host every step)."""
 
     def __init__(self):
         self.sums, self.steps, self.start = None, 0, time.time()
