@@ -182,3 +182,21 @@ def test_bad_onnx_file_is_one_clear_error(tmp_path, capsys):
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith(f"error: --onnx {bad}: ONNX Runtime can't load it"), errors
+
+
+def test_layer_norms_reach_onnx_runtime_as_its_fused_kernel(minilm_exports, tmp_path):
+    """modeling.LayerNorm's matmul-broadcast form is exported as ReduceMean...Div, which ONNX Runtime fuses: each
+    of MiniLM's 13 LayerNorms (embeddings + 2 per layer) becomes one LayerNormalization node."""
+    import onnx
+    import onnxruntime
+
+    path, _ = minilm_exports["qa"]
+    exported = onnx.load(path)
+    initializers = {init.name for init in exported.graph.initializer}
+    assert not any("averager" in name or "expander" in name for name in initializers)
+    assert sum(node.op_type == "ReduceMean" for node in exported.graph.node) == 2 * 13
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    assert sum(node.op_type == "LayerNormalization" for node in optimized.graph.node) == 13

@@ -6,7 +6,9 @@
 The graph is what `run_infer.py --task T` computes (its nn.Graph, outputs included: NSP and fill-mask export
 probabilities), traced once at batch 2 x --seq_length. The converter writes every shape as a constant; the
 export then makes the batch, the sequence length and the number of [MASK] positions dynamic (see make_dynamic),
-so one file serves any batch size and any length up to max_position_embeddings. Inputs are int32 `input_ids`,
+so one file serves any batch size and any length up to max_position_embeddings. Each LayerNorm is rewritten from the
+training-time matmul-broadcast form to ReduceMean / Sub / Pow / ReduceMean / Add / Sqrt / Div, which ONNX Runtime
+fuses into one LayerNormalization kernel (see plain_layer_norms). Inputs are int32 `input_ids`,
 `input_mask`, `segment_ids` (and `masked_lm_positions` for fill_mask / nsp) as run_infer.py packs them.
 
 The written model is checked before the command succeeds: ONNX Runtime against OneFlow eager on the task's
@@ -251,6 +253,94 @@ def make_dynamic(proto):
                 dim.dim_param = name
 
 
+# ---------------------------------------------------------------- LayerNorm as ONNX Runtime recognizes it
+
+
+def producers(proto):
+    return {output: node for node in proto.graph.node for output in node.output}
+
+
+def layer_norm_nodes(sub, made_by, constant_values):
+    """The nodes of one of modeling.LayerNorm's matmul-broadcast normalizations that end at Sub(x, mean), or None.
+
+    The converter writes x - (x @ averager) @ expander, then ((c * c) @ averager + eps), Sqrt, Reciprocal,
+    @ expander and Mul(c, .): the matmuls by the [H, 1] averager (1/H) and the [1, H] expander (ones).
+    """
+    def made(name, op_type):
+        node = made_by.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def is_constant(name, shape, value):
+        array = constant_values.get(name)
+        return array is not None and array.shape == shape and np.allclose(array, value)
+
+    if sub.op_type != "Sub":
+        return None
+    x, mean_expanded = sub.input
+    expand_mean = made(mean_expanded, "MatMul")
+    mean = expand_mean and made(expand_mean.input[0], "MatMul")
+    if mean is None or mean.input[0] != x:
+        return None
+    hidden = constant_values.get(mean.input[1], np.zeros((0, 0))).shape[0]
+    if not (is_constant(mean.input[1], (hidden, 1), 1.0 / hidden) and is_constant(expand_mean.input[1], (1, hidden), 1.0)):
+        return None
+    return x, hidden, mean, expand_mean
+
+
+def plain_layer_norms(proto):
+    """Rewrites each matmul-broadcast LayerNorm (a CPU training trick, see modeling.LayerNorm) as ReduceMean, Sub,
+    Pow, ReduceMean, Add, Sqrt, Div: the same arithmetic, in the form ONNX Runtime's graph optimizer fuses into
+    its LayerNormalization kernel (and with the residual add before it, SkipLayerNormalization)."""
+    from onnx import helper, numpy_helper
+
+    made_by, constant_values = producers(proto), constants(proto)
+    consumers = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def only_consumer(name, op_type):
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    two = "layer_norm/two"
+    proto.graph.initializer.append(numpy_helper.from_array(np.array(2.0, dtype=np.float32), two))
+    rewritten = 0
+    for sub in list(proto.graph.node):
+        found = layer_norm_nodes(sub, made_by, constant_values)
+        if found is None:
+            continue
+        x, hidden, mean, expand_mean = found
+        centered = sub.output[0]
+        square = next(n for n in consumers[centered] if n.op_type == "Mul" and list(n.input) == [centered, centered])
+        variance = only_consumer(square.output[0], "MatMul")
+        plus_eps = only_consumer(variance.output[0], "Add")
+        root = only_consumer(plus_eps.output[0], "Sqrt")
+        inverse = only_consumer(root.output[0], "Reciprocal")
+        expand_inverse = only_consumer(inverse.output[0], "MatMul")
+        normalize = only_consumer(expand_inverse.output[0], "Mul")
+        eps = next(name for name in plus_eps.input if name != variance.output[0])
+        prefix = sub.name or centered
+        new_nodes = [
+            helper.make_node("ReduceMean", [x], [prefix + "/mean"], axes=[-1], keepdims=1),
+            helper.make_node("Sub", [x, prefix + "/mean"], [centered]),
+            helper.make_node("Pow", [centered, two], [prefix + "/square"]),
+            helper.make_node("ReduceMean", [prefix + "/square"], [prefix + "/variance"], axes=[-1], keepdims=1),
+            helper.make_node("Add", [prefix + "/variance", eps], [prefix + "/variance_eps"]),
+            helper.make_node("Sqrt", [prefix + "/variance_eps"], [prefix + "/std"]),
+            helper.make_node("Div", [centered, prefix + "/std"], list(normalize.output)),
+        ]
+        old_nodes = [mean, expand_mean, sub, square, variance, plus_eps, root, inverse, expand_inverse, normalize]
+        position = min(list(proto.graph.node).index(node) for node in old_nodes)
+        for node in old_nodes:
+            proto.graph.node.remove(node)
+        for offset, node in enumerate(new_nodes):
+            proto.graph.node.insert(position + offset, node)
+        rewritten += 1
+    drop_unused_initializers(proto)
+    return rewritten
+
+
 def drop_unused_initializers(proto):
     used = {name for node in proto.graph.node for name in node.input}
     keep = [init for init in proto.graph.initializer if init.name in used]
@@ -289,6 +379,7 @@ def finish(path, fields, task, config):
     proto = onnx.load(path)
     name_inputs_and_outputs(proto, fields, task)
     make_dynamic(proto)
+    plain_layer_norms(proto)
     metadata = {"task": task, "max_position_embeddings": config.max_position_embeddings,
                 "vocab_size": config.vocab_size}
     for key, value in metadata.items():
