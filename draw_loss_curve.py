@@ -15,7 +15,6 @@ A step logged twice (a resumed run appended to the same log) keeps its last valu
   python draw_loss_curve.py eager.log graph.log --out compare.png
   python draw_loss_curve.py log/ --labels ddp --out ddp.png
 """
-import argparse
 import glob
 import json
 import os
@@ -28,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen befor
 
 from utils.metrics import parse_log  # noqa: E402
 from utils import interrupts  # noqa: E402
+from utils.cli import argument_parser  # noqa: E402
 from utils.errors import BertError  # noqa: E402
 
 LOSS_PANELS = ("total_loss", "mlm_loss", "nsp_loss")
@@ -193,8 +193,8 @@ def draw(log_paths, out_png, labels=None):
 
 def main(argv=None):
     with interrupts.main_guard("draw_loss_curve.py"):
-        parser = argparse.ArgumentParser(description="Plot loss/accuracy curves of BERT pre-training logs; with two "
-                                                     "logs, also their difference (run 2 minus run 1).")
+        parser = argument_parser("Plot loss/accuracy curves of BERT pre-training logs; with two logs, also their "
+                                 "difference (run 2 minus run 1).")
         parser.add_argument("logs", nargs="+", help="training logs (seed line format), --metrics_file JSON lines, "
                                                     "or launcher log directories (local_rank_N/stdout)")
         parser.add_argument("--out", default="loss_curve.png", help="output PNG (default: loss_curve.png)")

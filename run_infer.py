@@ -362,9 +362,9 @@ def run(args):
     task = resolve_task(args)
     path, init_format = checkpoint_source(args)
     inputs = read_inputs(args, task)
-    vocab_file = task_flags.default_vocab_file(args.vocab_file, path)
+    vocab_file = task_flags.resolve_tokenizer(args, path)
     if vocab_file is None:
-        raise cfg.UsageError("--vocab_file is required (the checkpoint directory has no vocab.txt)")
+        raise cfg.UsageError("--vocab_file is required (the checkpoint has no vocab.txt)")
     tokenizer = load_wordpiece_tokenizer(vocab_file, args.do_lower_case)
     tokenizer.add_special_tokens([MASK])  # "[MASK]" in the text is the mask token, not "[", "mask", "]"
     if served is not None:

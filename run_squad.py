@@ -14,13 +14,11 @@ from utils import numpy_blas  # noqa: F401  (first: it loads numpy with its fast
 import argparse
 import json
 import os
-import shutil
 import time
 from dataclasses import replace
 
 import numpy as np
 import oneflow as flow
-from tqdm import tqdm
 
 import dataset
 from modeling import BertForQuestionAnswering, squad_loss
@@ -31,8 +29,10 @@ from utils.data.squad_features import (SIDE_FILE, SquadDataError, build_features
                                        load_eval_side_file)
 from utils.metrics import format_train_line
 from utils.optim import build_lr_scheduler, build_optimizer
+from utils.progress import progress_bar
 from utils.squad_evaluate import data_version, evaluate
 from utils.squad_postprocess import compute_predictions, write_predictions
+from utils.tokenizer_settings import TokenizerSettings
 from utils.runtime import (Placement, Task, build_bert, build_runner, check_finite_loss, distribute,
                            log)
 
@@ -66,7 +66,7 @@ def build_parser():
 
 
 class RunLog:
-    """Prints on rank 0 (through tqdm) and, with --log_dir, appends the same lines to LOG_DIR/run_squad.log."""
+    """Prints on rank 0 (clear of the progress bar) and, with --log_dir, appends the lines to LOG_DIR/run_squad.log."""
 
     def __init__(self, log_dir):
         self.path = None
@@ -209,7 +209,8 @@ def train(args, model, placement, index, run_log):
     start = time.time()
     batches = iter(loader)
     # A context manager, so that an error line printed after a failure starts on a line of its own.
-    with tqdm(total=total_steps, desc="train", dynamic_ncols=True, disable=flow.env.get_rank() != 0) as progress:
+    with progress_bar(total=total_steps, desc="train", dynamic_ncols=True,
+                      disable=flow.env.get_rank() != 0) as progress:
         for step in range(total_steps):
             batch = next(batches)
             real_tokens += int(batch["input_mask"].sum())
@@ -232,9 +233,7 @@ def train(args, model, placement, index, run_log):
 def save_snapshot(args, config, model, runner, vocab_file, step, run_log):
     path = native.save_checkpoint(args.model_save_dir, step, config, model.state_dict(), runner.state_dict(),
                                   {"task": "squad", "mode": args.mode, "world_size": 1, "optim_name": OPTIMIZER},
-                                  keep=0)
-    if vocab_file:
-        shutil.copyfile(vocab_file, os.path.join(args.model_save_dir, "vocab.txt"))
+                                  keep=0, tokenizer=TokenizerSettings(vocab_file, args.do_lower_case))
     run_log(f"saved the fine-tuned model to {path}")
 
 
@@ -247,7 +246,7 @@ def predict_logits(runner, index, args):
     steps = loader.steps_per_epoch if args.eval_steps is None else min(args.eval_steps, loader.steps_per_epoch)
     results = {}
     batches = iter(loader)
-    for _ in tqdm(range(steps), desc="predict", dynamic_ncols=True, disable=flow.env.get_rank() != 0):
+    for _ in progress_bar(range(steps), desc="predict", dynamic_ncols=True, disable=flow.env.get_rank() != 0):
         batch = next(batches)
         start_logits, end_logits = (t.numpy() for t in runner.eval_step(batch))
         for row in np.flatnonzero(batch["row_valid"] > 0):  # padded rows repeat a record: drop them
@@ -311,7 +310,7 @@ def predict_and_score(args, runner, index, side, run_log):
 
 
 def resolve_vocab_file(args):
-    vocab_file = task_flags.default_vocab_file(args.vocab_file, args.model_load_dir)
+    vocab_file = task_flags.resolve_tokenizer(args, args.model_load_dir)
     if vocab_file is None and (args.train_file or args.predict_file):
         raise cfg.UsageError("--vocab_file is required to build features (the checkpoint has no vocab.txt)")
     return vocab_file

@@ -7,7 +7,7 @@
 #
 #   bash examples/finetune_squad_minilm.sh [v1.1|v2.0] [OUT_DIR] [extra run_squad.py flags]
 #
-# OUT_DIR (default ./finetune_squad_minilm_<version>) receives predictions.json, nbest_predictions.json,
+# OUT_DIR (default output/finetune_squad_minilm_<version>) receives predictions.json, nbest_predictions.json,
 # null_odds.json (v2.0), eval_results.json (scores, wall time, tokens/s), run_squad.log, the feature cache
 # and the fine-tuned model (OUT_DIR/model, loadable by run_infer.py --task qa --model_load_dir OUT_DIR/model).
 # Data: the shared SQuAD subsets ($BERT_SHARED_DATA, default ../shared/data). Extra flags go last, so e.g.
@@ -21,7 +21,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
 PY="$ROOT/.venv/bin/python"
 VERSION="${1:-v1.1}"
-OUT_DIR="${2:-./finetune_squad_minilm_$VERSION}"
+OUT_DIR="${2:-$ROOT/output/finetune_squad_minilm_$VERSION}"
 shift $(( $# < 2 ? $# : 2 ))
 case "$VERSION" in
   v1.1) V2=False ;;

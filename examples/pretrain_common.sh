@@ -24,6 +24,7 @@ prepare_run() {
         --checkpoint_path "$OUT_DIR/checkpoints" --metrics_file "$OUT_DIR/metrics.jsonl")
   cd "$OUT_DIR"  # the launcher writes OneFlow's logs to ./log
   export PYTHONUNBUFFERED=1
+  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # python -m utils.launch from OUT_DIR
 }
 
 # run_and_plot LABEL COMMAND...: runs the training command with logs tee'd, then draws its loss curve.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job: set up .venv, then pre-train a small BERT on the embedded demo data
-# (data/demo_pretraining: 3,273 training and 299 validation records, seq 128, bert-base-uncased vocab).
+# (data/demo_pretraining: 2,901 training and 276 validation records, seq 128, bert-base-uncased vocab).
 # MODE picks the layout (batch BATCH in total): ddp2 (default: 2 eager DDP processes, the fastest on 2 CPU
 # cores, see docs/performance.md), eager (1 process), graph (1 process, nn.Graph), global2 (2 processes, global graph).
 # Every setting can be changed by env var; extra arguments are passed on to the training script.
@@ -24,7 +24,7 @@ launch2() {  # 2 processes on this machine, each with half the batch: the same g
   local port
   port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   BATCH=$((BATCH / 2))
-  LAUNCH=("$PY" -m oneflow.distributed.launch --nproc_per_node 2 --master_port "$port" "$ROOT/$1")
+  LAUNCH=("$PY" -m utils.launch --nproc_per_node 2 --master_port "$port" "$ROOT/$1")
   EXTRA=("$2")
 }
 case "$MODE" in
@@ -36,6 +36,7 @@ case "$MODE" in
 esac
 
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # python -m utils.launch from the run directory
 cd "$RUN_DIR"  # the distributed launcher writes OneFlow's logs to ./log
 set -m  # the launcher leads its own process group: when a rank fails it kills that group (os.killpg)
 "${LAUNCH[@]}" "${EXTRA[@]}" \
@@ -47,13 +48,15 @@ set -m  # the launcher leads its own process group: when a rank fails it kills t
   --checkpoint_path "$RUN_DIR/checkpoints" --save_every_n_iters 50 \
   --metrics_file "$RUN_DIR/metrics.jsonl" "$@" 2>&1 | tee "$RUN_DIR/train.log"
 
-PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" - "$RUN_DIR/train.log" <<'PY'
+"$PY" - "$RUN_DIR/train.log" <<'PY'
 import sys
 from utils.metrics import parse_log
 log = parse_log(sys.argv[1])
 first, last = log["train"][0], log["train"][-1]
+run_dir = sys.argv[1].rsplit('/', 1)[0]
 print(f"\nquickstart: total_loss {first['total_loss']:.3f} (step {first['step']}) -> {last['total_loss']:.3f} "
-      f"(step {last['step']}); log, metrics and checkpoints in {sys.argv[1].rsplit('/', 1)[0]}")
+      f"(step {last['step']}); log, metrics and checkpoints in {run_dir}")
 if last["total_loss"] >= first["total_loss"]:
     sys.exit("quickstart: the loss did not fall")
+print(f"fill in a [MASK] with the trained model: TASK=fill_mask MODEL_PATH={run_dir}/checkpoints bash examples/infer.sh")
 PY

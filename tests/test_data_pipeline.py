@@ -9,6 +9,7 @@ import pytest
 import dataset
 from utils.data import create_pretraining_data as cpd
 from utils.data import tokenization
+from utils.data.normalize import keep_unk_token, normalize_document
 from utils.data.sentences import ReadStats, iter_text_documents, split_document
 from utils.paths import shared_data_path
 
@@ -121,7 +122,8 @@ class SourceIndex:
     of every 4-gram (4 ids < 2**15 packed into one int64) and are checked against the concatenated text."""
 
     def __init__(self, documents):
-        tokenizer = tokenization.load_wordpiece_tokenizer(VOCAB, True)
+        tokenizer = keep_unk_token(tokenization.load_wordpiece_tokenizer(VOCAB, True))
+        documents = [normalize_document(doc)[0] for doc in documents]  # WikiText normalization is on by default
         docs = [np.array([i for e in tokenizer.encode_batch(doc, add_special_tokens=False) for i in e.ids],
                          dtype=np.int64) for doc in documents]
         self.starts = np.cumsum([0] + [len(d) + 1 for d in docs])  # one -1 between documents

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+from utils.cli import argument_parser
 from utils.config import add_bool
 
 CONFIGS = {
@@ -157,7 +158,7 @@ def print_table(result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
     parser.add_argument("--mode", choices=sorted(MODES), default="eager")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")

@@ -29,6 +29,7 @@ import oneflow as flow
 from modeling import BertForQuestionAnswering
 from run_infer import TASKS
 from utils import config as cfg
+from utils.cli import argument_parser
 from utils import interrupts
 from utils.runtime import Placement, build_bert, build_runner
 
@@ -173,7 +174,7 @@ def markdown_table(rows):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--model_load_dir", default=None,
                         help="A QA (or any BERT) checkpoint the project reads; default: BERT-base shape, random weights")
     parser.add_argument("--batch_size", type=int, nargs="+", default=[1, 16])

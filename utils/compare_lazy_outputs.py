@@ -7,7 +7,6 @@ dict, as the seed's callers passed `model.state_dict()`).
 
 runs both on the same random batch and prints the max absolute difference of each output.
 """
-import argparse
 import sys
 
 import numpy as np
@@ -15,6 +14,7 @@ import oneflow as flow
 
 from modeling import BertForPreTraining
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.errors import BertError
 from utils.checkpoints.lazy import read_lazy
 from utils.checkpoints.loading import INIT_FORMATS, load_into, load_state, read_checkpoint_and_config
@@ -53,7 +53,7 @@ def heads_loaded(report):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--lazy_dir", required=True, help="lazy snapshot directory (snapshot_done)")
     parser.add_argument("--model_load_dir", required=True, help="OneFlow checkpoint or HF directory to compare with")
     parser.add_argument("--init_format", choices=INIT_FORMATS, default="auto", help="format of --model_load_dir")

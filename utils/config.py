@@ -16,6 +16,7 @@ from collections import namedtuple
 
 from modeling import ACTIVATIONS, BertConfig
 from utils import numpy_blas
+from utils.cli import HelpFormatter
 from utils.errors import UsageError
 from utils.checkpoints.loading import ARCHITECTURE_FIELDS, resolve_config
 
@@ -43,7 +44,13 @@ def add_bool(group, *names, default=False, help=""):
     group.add_argument(*names, type=str2bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)
 
 
+def show_defaults_in_help(parser):
+    """Every parser that takes the shared flags lists each flag's default in --help (utils/cli.py)."""
+    parser.formatter_class = HelpFormatter
+
+
 def add_model_args(parser):
+    show_defaults_in_help(parser)
     g = parser.add_argument_group("model shape")
     g.add_argument("--num_hidden_layers", type=int, default=12, help="Number of layers")
     g.add_argument("--num_attention_heads", type=int, default=12, help="Number of attention heads")
@@ -69,6 +76,7 @@ def add_model_args(parser):
 
 
 def add_hardware_args(parser):
+    show_defaults_in_help(parser)
     g = parser.add_argument_group("hardware")
     add_bool(g, "--with-cuda", "--with_cuda", default=None,
              help="Training with CUDA: true, or false (default: whether CUDA is available)")
@@ -85,6 +93,7 @@ def add_hardware_args(parser):
 
 
 def add_pretraining_args(parser):
+    show_defaults_in_help(parser)
     g = parser.add_argument_group("pre-training data and schedule")
     g.add_argument("--ofrecord_path", default=None,
                    help="Directory of training OFRecords part-0..part-N (default: the embedded demo data)")
@@ -117,6 +126,12 @@ def add_pretraining_args(parser):
     g.add_argument("--val_steps", type=int, default=None, help="Validation batches per evaluation (default: whole set)")
     g.add_argument("--metrics_file", default=None,
                    help="Also append every printed train/val line's values at full precision to this JSON-lines file")
+    g.add_argument("--vocab_file", default=None,
+                   help="WordPiece vocab.txt of the training data, copied into every checkpoint (default: the vocab "
+                        "that the data's summary.json names, when it is found here)")
+    add_bool(g, "--do_lower_case", default=None,
+             help="Whether the training data was lower-cased, recorded in every checkpoint (default: what the data's "
+                  "summary.json says, else True)")
     g.add_argument("--checkpoint_path", default="./checkpoints", help="Path to model saving")
     g.add_argument("--save_every_n_iters", type=int, default=1000, help="Checkpoint interval in optimizer steps")
     g.add_argument("--keep_checkpoints", type=int, default=3,

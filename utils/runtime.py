@@ -13,10 +13,10 @@ from typing import Callable, Optional
 
 import numpy as np
 import oneflow as flow
-from tqdm import tqdm
 
 from modeling import offset_dropout_seeds, restart_dropout_streams
 from utils import config as cfg
+from utils import progress
 from utils import watchdog
 from utils.errors import BertError
 
@@ -250,7 +250,7 @@ def check_finite_loss(loss, step, placement, checkpoint_note):
 
 def log(message):
     if flow.env.get_rank() == 0:
-        tqdm.write(message, file=sys.stdout)
+        progress.write(message, file=sys.stdout)
         sys.stdout.flush()
 
 

@@ -19,7 +19,6 @@ questions have no prediction and how many ids of the predictions / na-prob file 
     python -m utils.squad_evaluate DATA.json PREDICTIONS.json [--na-prob-file null_odds.json]
         [--na-prob-thresh 1.0] [--out-file F]
 """
-import argparse
 import json
 import re
 import string
@@ -27,6 +26,7 @@ import sys
 from collections import Counter, OrderedDict, namedtuple
 
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.files import write_json_atomic
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -248,7 +248,7 @@ def warn_unknown_ids(mapping, ids, what, path):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description="SQuAD v1.1/v2.0 evaluation (EM and F1)")
+    parser = argument_parser("SQuAD v1.1/v2.0 evaluation (EM and F1)")
     parser.add_argument("data_file", help="SQuAD JSON with gold answers")
     parser.add_argument("pred_file", help="predictions.json: {question id: answer text}")
     parser.add_argument("--na-prob-file", "-n", help="v2.0: {question id: no-answer probability}")

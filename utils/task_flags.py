@@ -2,12 +2,11 @@
 
 Spellings follow the seed example's run_squad.sh and run_infer.py (`--model=SQuAD`, `--do_train=True`,
 `--batch_size_per_device`, `--use_lazy_model`, `--model_path`, ...). Model shape, `--model_load_dir`,
-`--init_format`, `--seq_length` and the hardware flags come from utils/config.py. `default_vocab_file` is the
-one rule both scripts use to find a vocab when --vocab_file is not given.
+`--init_format`, `--seq_length` and the hardware flags come from utils/config.py. `resolve_tokenizer` is the
+one rule both scripts use to find the vocab and lower-casing when --vocab_file / --do_lower_case are not given.
 """
-import os
-
-from utils.config import add_bool
+from utils import tokenizer_settings
+from utils.config import add_bool, show_defaults_in_help
 from utils.optim import RECIPES
 
 
@@ -17,8 +16,10 @@ def add_mode_arg(group):
 
 
 def add_tokenizer_args(group):
-    group.add_argument("--vocab_file", default=None, help="WordPiece vocab.txt the model was trained with")
-    add_bool(group, "--do_lower_case", default=True, help="Lower-case and strip accents before WordPiece")
+    group.add_argument("--vocab_file", default=None,
+                       help="WordPiece vocab.txt the model was trained with (default: the checkpoint's own)")
+    add_bool(group, "--do_lower_case", default=True,
+             help="Lower-case and strip accents before WordPiece (default: what the checkpoint recorded, else True)")
 
 
 def add_answer_args(group):
@@ -30,6 +31,7 @@ def add_answer_args(group):
 
 
 def add_squad_args(parser):
+    show_defaults_in_help(parser)
     g = parser.add_argument_group("SQuAD fine-tuning")
     g.add_argument("--model", choices=["SQuAD"], default="SQuAD", help="Task (the seed's only one: SQuAD)")
     add_mode_arg(g)
@@ -73,6 +75,7 @@ def add_squad_args(parser):
 
 
 def add_infer_args(parser):
+    show_defaults_in_help(parser)
     g = parser.add_argument_group("inference")
     add_mode_arg(g)
     g.add_argument("--task", choices=["nsp", "fill_mask", "qa", "features"], default=None,
@@ -95,13 +98,18 @@ def add_infer_args(parser):
 
 
 def default_vocab_file(vocab_file, checkpoint_dir):
-    """--vocab_file, else the checkpoint's vocab.txt (in it, next to a checkpoint prefix, or in the run root of a
-    step_N directory)."""
+    """--vocab_file, else the checkpoint's vocab.txt (see utils/tokenizer_settings.py), else None."""
     if vocab_file or not checkpoint_dir:
         return vocab_file
-    candidates = [os.path.join(checkpoint_dir, "vocab.txt")]
-    if not os.path.isdir(checkpoint_dir):  # a Google checkpoint prefix, e.g. DIR/bert_model.ckpt
-        candidates.append(os.path.join(os.path.dirname(checkpoint_dir), "vocab.txt"))
-    if os.path.basename(os.path.normpath(checkpoint_dir)).startswith("step_"):
-        candidates.append(os.path.join(os.path.dirname(os.path.normpath(checkpoint_dir)), "vocab.txt"))
-    return next((path for path in candidates if os.path.isfile(path)), None)
+    return tokenizer_settings.of_checkpoint(checkpoint_dir).vocab_file
+
+
+def resolve_tokenizer(args, checkpoint_path):
+    """The vocab file for a run, and args.do_lower_case set to the lower-casing it uses: the typed flags, else what
+    the checkpoint carries (vocab.txt, do_lower_case in meta.json), else lower-casing."""
+    found = tokenizer_settings.TokenizerSettings()
+    if checkpoint_path:
+        found = tokenizer_settings.of_checkpoint(checkpoint_path)
+    settings = tokenizer_settings.for_run(args, found)
+    args.do_lower_case = settings.do_lower_case
+    return settings.vocab_file

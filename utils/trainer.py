@@ -11,16 +11,17 @@ import time
 
 import numpy as np
 import oneflow as flow
-from tqdm import tqdm
 
 import dataset
 from modeling import BertForPreTraining, pretraining_loss
 from utils import config as cfg
-from utils import interrupts
+from utils import interrupts, tokenizer_settings
 from utils.checkpoints import native
+from utils.data.tokenization import load_vocab
 from utils.metrics import format_train_line, format_val_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.paths import DEMO_DATA_DIR
+from utils.progress import progress_bar
 from utils.runtime import (Placement, Task, build_bert, build_runner, check_distributed, check_finite_loss,
                            distribute, log, watching_peers)
 
@@ -186,6 +187,7 @@ def run(args, mode):
     config, model, report = build_bert(args, BertForPreTraining)
     train_dir, train_loader, val_loader = build_loaders(args, config, world, rank,
                                                         contiguous=placement.is_global and mode == "graph")
+    tokenizer = training_tokenizer(args, train_dir, config)
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = args.train_steps if args.train_steps is not None else args.epochs * steps_per_epoch
     warmup_steps = int(args.warmup_proportion * total_steps)
@@ -212,7 +214,8 @@ def run(args, mode):
     window = MetricWindow()
     train_iter = iter(train_loader)
     # A context manager, so that an error line printed after a failure starts on a line of its own.
-    with tqdm(total=total_steps, initial=start_step, disable=rank != 0, dynamic_ncols=True, desc="train") as progress:
+    with progress_bar(total=total_steps, initial=start_step, disable=rank != 0, dynamic_ncols=True,
+                      desc="train") as progress:
         last_saved = start_step if args.resume else None
         for step in range(start_step, total_steps):
             outputs = runner.train_step(next(train_iter))
@@ -230,7 +233,7 @@ def run(args, mode):
                 log(format_val_line(step // steps_per_epoch, step, val_values))
                 record_metrics(args.metrics_file, "val", dict(val_values, step=step))
             if done % args.save_every_n_iters == 0 or done == total_steps:
-                save(args, config, model, runner, train_loader, done, mode, world)
+                save(args, config, model, runner, train_loader, done, mode, world, tokenizer)
                 last_saved = done
                 runner.restart_random_streams(done)
     train_loader.close()
@@ -260,12 +263,24 @@ def data_identity(args, train_loader):
             **{name: getattr(args, name) for name in RESUME_MUST_MATCH}}
 
 
-def save(args, config, model, runner, train_loader, step, mode, world):
+def training_tokenizer(args, train_dir, config):
+    """The vocab and lower-casing every checkpoint records: the flags, else what the data's summary.json says."""
+    tokenizer = tokenizer_settings.for_run(args, tokenizer_settings.of_pretraining_data(train_dir))
+    if tokenizer.vocab_file is None:
+        cfg.warn(f"the data {train_dir} names no vocab.txt found here (in its summary.json): the checkpoints will "
+                 "hold no vocab; pass --vocab_file to include it")
+    elif len(load_vocab(tokenizer.vocab_file)) > config.vocab_size:
+        raise cfg.UsageError(f"the vocab {tokenizer.vocab_file} has more tokens than the model's vocab_size "
+                             f"{config.vocab_size}: pass the --vocab_file that the data was made with")
+    return tokenizer
+
+
+def save(args, config, model, runner, train_loader, step, mode, world, tokenizer):
     meta = {"mode": mode, "world_size": world, "optim_name": args.optim_name,
             "use_consistent": bool(args.use_consistent), "data": train_loader.state_dict(),
             "data_identity": data_identity(args, train_loader)}
     path = native.save_checkpoint(args.checkpoint_path, step, config, model_state(model), runner.state_dict(), meta,
-                                  keep=args.keep_checkpoints, is_global=bool(args.use_consistent))
+                                  keep=args.keep_checkpoints, is_global=bool(args.use_consistent), tokenizer=tokenizer)
     log(f"saved checkpoint {path}")
 
 

@@ -11,15 +11,16 @@ The model class follows the weights: a SQuAD head -> BertForQuestionAnswering, M
 BertForPreTraining, else BertModel (override with --architecture). Lazy snapshots and bare
 state dicts carry no config: pass --bert_config_file.
 """
-import argparse
 import sys
 
 import modeling
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.errors import BertError
 from utils.checkpoints.hf import EXPORTABLE, export_hf
 from utils.checkpoints.lazy import write_lazy_snapshot
-from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint_and_config, vocab_file_beside
+from utils.checkpoints.loading import INIT_FORMATS, load_into, read_checkpoint_and_config
+from utils.tokenizer_settings import of_checkpoint
 
 
 def architecture_for(state):
@@ -31,7 +32,7 @@ def architecture_for(state):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--model_load_dir", required=True,
                         help="OneFlow checkpoint, HF directory, lazy snapshot or TF checkpoint (directory or prefix)")
     parser.add_argument("--output_dir", required=True, help="where config.json and model.safetensors are written")
@@ -62,7 +63,7 @@ def main(argv=None):
         if args.output_format == "lazy":
             write_lazy_snapshot(model.state_dict(), args.output_dir)
         else:
-            export_hf(model, config, args.output_dir, args.vocab_file or vocab_file_beside(args.model_load_dir))
+            export_hf(model, config, args.output_dir, args.vocab_file or of_checkpoint(args.model_load_dir).vocab_file)
         print(f"wrote {architecture} to {args.output_dir} ({args.output_format})")
 
 

@@ -4,7 +4,10 @@ Layout under the run's --checkpoint_path root:
   step_00000100/config.json    BertConfig of the model
   step_00000100/model/         flow.save(model.state_dict()): weights only, what --model_load_dir reads
   step_00000100/train_state/   flow.save of the optimizer + LR schedule state (a graph's state_dict in graph mode)
-  step_00000100/meta.json      step, data position, mode, world size, optimizer
+  step_00000100/meta.json      step, data position, mode, world size, optimizer, and the do_lower_case used
+  step_00000100/vocab.txt      the WordPiece vocab the model was trained with (when the run knows it)
+So a step directory is self-contained: run_infer.py and run_squad.py find the vocab and lower-casing in it
+(utils/tokenizer_settings.py).
 A checkpoint is written to .tmp-step_N and renamed when complete, so a step_* directory is never partial,
 and only the newest `keep` are kept. A save that fails (disk full, permissions) removes its temp directory
 and keeps the older checkpoints. Global tensors are gathered to rank 0 (global_dst_rank=0).
@@ -18,6 +21,7 @@ import oneflow as flow
 from utils.errors import CheckpointError
 
 STEP_PREFIX = "step_"
+VOCAB_FILE = "vocab.txt"
 
 
 def step_dir_name(step):
@@ -48,10 +52,11 @@ def _barrier():
         flow.comm.barrier()
 
 
-def save_checkpoint(root, step, config, model_state, train_state, meta, keep=3, is_global=False):
+def save_checkpoint(root, step, config, model_state, train_state, meta, keep=3, is_global=False, tokenizer=None):
     """Called on every rank; rank 0 writes (global tensors are gathered to it by flow.save).
 
-    keep > 0 keeps the newest `keep` checkpoints, keep=0 keeps all.
+    keep > 0 keeps the newest `keep` checkpoints, keep=0 keeps all. tokenizer (utils.tokenizer_settings.
+    TokenizerSettings) puts a copy of its vocab_file and its do_lower_case into the checkpoint.
     """
     is_writer = flow.env.get_rank() == 0
     final = os.path.join(root, step_dir_name(step))
@@ -67,6 +72,10 @@ def save_checkpoint(root, step, config, model_state, train_state, meta, keep=3, 
             flow.save(train_state, os.path.join(tmp, "train_state"), **save_kwargs)
         if is_writer:
             config.to_json_file(os.path.join(tmp, "config.json"))
+            if tokenizer is not None:
+                meta = dict(meta, do_lower_case=tokenizer.do_lower_case)
+                if tokenizer.vocab_file:
+                    shutil.copyfile(tokenizer.vocab_file, os.path.join(tmp, VOCAB_FILE))
             with open(os.path.join(tmp, "meta.json"), "w") as f:
                 json.dump(dict(meta, step=step), f, indent=2)
             shutil.rmtree(final, ignore_errors=True)

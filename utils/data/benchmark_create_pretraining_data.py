@@ -8,7 +8,6 @@ average at the end tells whether other work competed for the cores. The peak RSS
 sampled from /proc every 0.2 s. Records go to a temporary folder that is deleted afterwards unless
 --output_dir is given.
 """
-import argparse
 import json
 import os
 import resource
@@ -18,6 +17,7 @@ import threading
 import time
 
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.data import create_pretraining_data as cpd
 from utils.data.sentences import ReadStats, iter_text_documents, list_input_files
 from utils.paths import shared_data_path
@@ -108,7 +108,7 @@ def benchmark(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--input_file", default=shared_data_path("corpus", "pretrain_corpus_sentences.txt.gz"))
     parser.add_argument("--vocab_file", default=shared_data_path("vocab", "bert-base-uncased-vocab.txt"))
     parser.add_argument("--dupe_factor", type=int, default=5)

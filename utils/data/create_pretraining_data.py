@@ -47,16 +47,19 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 import dataset
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.data import tokenization
+from utils.data.normalize import keep_unk_token, normalize_document
 from utils.data.sentences import (CorpusError, ReadStats, add_skipped_fraction_argument, iter_text_documents,
                                   list_input_files, report_skipped, split_document)
 from utils.data.workers import FilePool
 from utils.errors import BertError
 from utils.files import atomic_output
+from utils.progress import progress_bar
+from utils.tokenizer_settings import file_sha256
 
 TRAIN, VAL = "train", "val"
 SUMMARY_FILE = "summary.json"
@@ -76,6 +79,7 @@ class Options:
     do_whole_word_mask: bool = False
     random_seed: int = 12345
     do_lower_case: bool = True
+    normalize_wikitext: bool = True
 
     def check(self):
         if self.seq_length < 5:
@@ -132,7 +136,8 @@ def init_worker(vocab_file, options, preprocess, limit_threads):
     """Pool initializer: every worker loads the tokenizer once."""
     if limit_threads:
         os.environ["RAYON_NUM_THREADS"] = "1"
-    _worker["tokenizer"] = tokenization.load_wordpiece_tokenizer(vocab_file, options.do_lower_case)
+    tokenizer = tokenization.load_wordpiece_tokenizer(vocab_file, options.do_lower_case)
+    _worker["tokenizer"] = keep_unk_token(tokenizer) if options.normalize_wikitext else tokenizer
     _worker["vocab"] = Vocab.load(vocab_file)
     _worker["options"] = options
     _worker["preprocess"] = preprocess
@@ -343,7 +348,7 @@ def encode_instances(input_ids, lengths, b_starts, positions, original, valid, n
 def empty_stats():
     return {"documents": 0, "sentences": 0, "corpus_tokens": 0, "instances": 0, "tokens": 0,
             "masked": 0, "masked_mask": 0, "masked_kept": 0, "masked_random": 0,
-            "nsp_random": 0, "nsp_forced_random": 0}
+            "nsp_random": 0, "nsp_forced_random": 0, "wikitext_normalized_documents": 0}
 
 
 def make_instances(documents, options, vocab, split, shard_index, dupe_factor):
@@ -383,6 +388,7 @@ def process_shard(task):
     options = _worker["options"]
     preprocess = _worker["preprocess"]
     sentences = [preprocess(d) for d in raw_documents] if preprocess else raw_documents
+    sentences, normalized = normalize_wikitext_documents(sentences, options)
     documents = tokenize_documents(_worker["tokenizer"], sentences)
     dupe_factor = options.dupe_factor if split == TRAIN else 1
     if documents:
@@ -392,7 +398,16 @@ def process_shard(task):
     stats["documents"] = len(documents)
     stats["sentences"] = sum(d.num_sentences for d in documents)
     stats["corpus_tokens"] = sum(len(d.tokens) for d in documents)
+    stats["wikitext_normalized_documents"] = normalized
     return split, records, stats
+
+
+def normalize_wikitext_documents(documents, options):
+    """(documents, how many were changed) after utils/data/normalize.py, unless --no-normalize_wikitext."""
+    if not options.normalize_wikitext:
+        return documents, 0
+    results = [normalize_document(d) for d in documents]
+    return [d for d, _ in results], sum(changed for _, changed in results)
 
 
 # ---------------------------------------------------------------- orchestration (main process)
@@ -503,6 +518,7 @@ def split_summary(stats, counts):
         },
         "nsp_random_fraction": fraction(stats["nsp_random"], stats["instances"]),
         "nsp_forced_random_fraction": fraction(stats["nsp_forced_random"], stats["instances"]),
+        "wikitext_normalized_documents": stats["wikitext_normalized_documents"],
     }
 
 
@@ -563,7 +579,7 @@ def create_pretraining_data(documents, output_dir, vocab_file, options=Options()
     order_rng = np.random.default_rng(np.random.SeedSequence([options.random_seed, 3]))
     buckets = {}
     totals = {TRAIN: empty_stats(), VAL: empty_stats()}
-    bar = tqdm(total=progress_total, unit="B", unit_scale=True, desc="create_pretraining_data")
+    bar = progress_bar(total=progress_total, unit="B", unit_scale=True, desc="create_pretraining_data")
     written = []
 
     def consume(result):
@@ -599,6 +615,7 @@ def create_pretraining_data(documents, output_dir, vocab_file, options=Options()
                 "format": "OFRecord part-N files, dataset.pretraining_schema(seq_length, max_predictions_per_seq)",
                 **asdict(options),
                 "vocab_file": vocab_file,
+                "vocab_sha256": file_sha256(vocab_file),  # how checkpoints find this vocab again
                 "num_workers": num_workers,
                 "val_fraction": val_fraction,
                 "non_utf8_lines_skipped": read_stats.non_utf8_lines,
@@ -635,6 +652,9 @@ def add_options_arguments(parser, vocab_default=None):
     parser.add_argument("--vocab_file", required=vocab_default is None, default=vocab_default,
                         help="WordPiece vocab.txt" + (f" (default {vocab_default})" if vocab_default else ""))
     parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--normalize_wikitext", action=argparse.BooleanOptionalAction, default=True,
+                        help="in documents with WikiText markers: <unk> -> [UNK], ' @-@ ' -> '-', ' @,@ ' -> ',', "
+                             "' @.@ ' -> '.' (see utils/data/normalize.py)")
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--max_predictions_per_seq", type=int, default=20)
     parser.add_argument("--random_seed", type=int, default=12345)
@@ -658,7 +678,8 @@ def options_from_args(args):
     return Options(seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
                    masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob,
                    dupe_factor=args.dupe_factor, do_whole_word_mask=args.do_whole_word_mask,
-                   random_seed=args.random_seed, do_lower_case=args.do_lower_case)
+                   random_seed=args.random_seed, do_lower_case=args.do_lower_case,
+                   normalize_wikitext=args.normalize_wikitext)
 
 
 # What bad input or a bad environment raises; each message names the file or the flag. OSError covers
@@ -674,7 +695,7 @@ def print_summary(summary, output_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--input_file", required=True,
                         help="Google's format (one sentence per line, blank line between documents): "
                              ".txt, .txt.gz or a folder of them")

@@ -14,6 +14,7 @@ import os
 import sys
 
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.data import create_pretraining_data as cpd
 from utils.data.sentences import TEXT_SUFFIXES, iter_text_documents, list_input_files, report_skipped, split_document
 from utils.data.wikipedia import DUMP_SUFFIXES, WikiStats, iter_article_texts, wikitext_to_sentences
@@ -46,7 +47,7 @@ def iter_raw_documents(paths, stats, max_skipped_fraction):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("input", help=".xml.bz2 dump, .txt, .txt.gz, or a folder of them")
     parser.add_argument("output_dir")
     parser.add_argument("--split_sentences", action=argparse.BooleanOptionalAction, default=True,

@@ -20,12 +20,13 @@ from collections import deque
 from dataclasses import dataclass
 
 import blingfire
-from tqdm import tqdm
 
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.data.workers import FilePool
 from utils.errors import BertError
 from utils.files import atomic_output
+from utils.progress import progress_bar
 
 TEXT_SUFFIXES = (".txt", ".txt.gz")
 # A file with more non-UTF-8 lines than this is binary or in another encoding, not a corpus with a few bad lines.
@@ -211,7 +212,7 @@ def write_sentence_file(documents, output):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("input", help="a .txt / .txt.gz file or a folder of them")
     parser.add_argument("output", help="output text file (.gz to compress)")
     parser.add_argument("--num_workers", type=int, default=1, help="processes that split sentences")
@@ -224,7 +225,7 @@ def main(argv=None):
             paths = list_input_files(args.input)
             documents = parallel_map(split_document, iter_text_documents(paths, stats, args.max_skipped_fraction),
                                      args.num_workers)
-            count = write_sentence_file(tqdm(documents, unit="doc", desc="split"), args.output)
+            count = write_sentence_file(progress_bar(documents, unit="doc", desc="split"), args.output)
         except (BertError, OSError) as e:
             sys.exit(f"error: {e}")
         print(f"wrote {count} documents to {args.output} (skipped {stats.non_utf8_lines} non-UTF-8 lines)")

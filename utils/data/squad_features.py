@@ -25,13 +25,14 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 import dataset
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.data.tokenization import load_wordpiece_tokenizer
 from utils.errors import BertError
 from utils.files import write_json_atomic
+from utils.progress import progress_bar
 
 UNIQUE_ID_BASE = 1000000000
 SIDE_FILE = "eval_features.json"
@@ -298,7 +299,7 @@ def convert_examples_to_features(examples, tokenizer, max_seq_length=384, doc_st
         answers = {i: enc.tokens for i, enc in zip(answerable, encoded)}
 
     features = []
-    for example_index, example in enumerate(tqdm(examples, desc="features", unit="q", disable=not progress)):
+    for example_index, example in enumerate(progress_bar(examples, desc="features", unit="q", disable=not progress)):
         query = queries[example_index]
         query_tokens, query_ids = query.tokens[:max_query_length], query.ids[:max_query_length]
         doc = docs[example.context_index]
@@ -359,7 +360,7 @@ def write_features(features, output_dir, is_training, num_parts=1, progress=True
     _remove_parts(output_dir)
     bounds = np.linspace(0, len(features), num_parts + 1).round().astype(int)
     counts = []
-    with tqdm(total=len(features), desc="records", unit="feat", disable=not progress) as bar:
+    with progress_bar(total=len(features), desc="records", unit="feat", disable=not progress) as bar:
         for part in range(num_parts):
             with dataset.PartWriter(os.path.join(output_dir, f"{dataset.PART_PREFIX}{part}")) as writer:
                 for feature in features[bounds[part]:bounds[part + 1]]:
@@ -523,7 +524,7 @@ def _str_to_bool(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description="SQuAD JSON -> BERT OFRecord features (Google run_squad algorithm)")
+    parser = argument_parser("SQuAD JSON -> BERT OFRecord features (Google run_squad algorithm)")
     parser.add_argument("--input_file", required=True, help="SQuAD v1.1/v2.0 JSON file")
     parser.add_argument("--vocab_file", required=True, help="WordPiece vocab.txt")
     parser.add_argument("--output_dir", required=True, help="directory for part-N files and the side file")

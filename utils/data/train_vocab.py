@@ -16,21 +16,27 @@ import sys
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
-from tqdm import tqdm
 
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.data.sentences import (CorpusError, ReadStats, add_skipped_fraction_argument, check_output_file,
                                   iter_lines, list_input_files)
+from utils.data.normalize import normalize_wikitext
 from utils.data.tokenization import SPECIAL_TOKENS, load_vocab
 from utils.errors import BertError
 from utils.files import atomic_output
+from utils.progress import progress_bar
 
 PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
-def corpus_lines(paths, stats, max_skipped_fraction):
+def corpus_lines(paths, stats, max_skipped_fraction, normalize=True):
+    """Non-blank lines; with normalize, WikiText's joiners joined and its <unk> dropped: an unknown word tells the
+    vocab nothing, and [UNK] in the text would be learned as `[`, `unk`, `]` (the trainer ignores added tokens)."""
     for path in paths:
         for line in iter_lines(path, stats, max_skipped_fraction):
+            if normalize:
+                line = normalize_wikitext(line, unk="")
             if line.strip():
                 yield line
 
@@ -74,11 +80,13 @@ def write_vocab(tokens, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("input", help=".txt / .txt.gz file or folder of them")
     parser.add_argument("output", help="vocab.txt to write")
     parser.add_argument("--vocab_size", type=int, default=30522)
     parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--normalize_wikitext", action=argparse.BooleanOptionalAction, default=True,
+                        help="drop WikiText's <unk> and join its ' @-@ ', ' @,@ ', ' @.@ ' (utils/data/normalize.py)")
     parser.add_argument("--min_frequency", type=int, default=2, help="rarest pair count that may be merged")
     parser.add_argument("--limit_alphabet", type=int, default=1000, help="most single characters kept")
     add_skipped_fraction_argument(parser)
@@ -93,7 +101,8 @@ def main(argv=None):
         try:
             check_output_file(args.output)
             paths = list_input_files(args.input)
-            lines = tqdm(corpus_lines(paths, stats, args.max_skipped_fraction), unit="line", desc="train_vocab")
+            lines = progress_bar(corpus_lines(paths, stats, args.max_skipped_fraction, args.normalize_wikitext),
+                                 unit="line", desc="train_vocab")
             tokens = train_vocab(lines, args.vocab_size, args.do_lower_case, args.min_frequency, args.limit_alphabet)
             if len(tokens) <= len(SPECIAL_TOKENS):
                 raise CorpusError(f"{args.input}: the corpus has no text to train a vocab on")

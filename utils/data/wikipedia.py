@@ -9,7 +9,6 @@ Redirects, pages outside the article namespace and disambiguation pages are skip
     python -m utils.data.wikipedia DUMP.xml.bz2 OUTPUT.txt[.gz] [--num_workers N]
 writes one sentence per line with a blank line between articles (Google's pre-training input format).
 """
-import argparse
 import re
 import sys
 import xml.etree.ElementTree
@@ -19,10 +18,11 @@ from dataclasses import dataclass
 import mwparserfromhell
 import mwxml
 from mwparserfromhell.nodes import Comment, Heading, Tag, Template, Wikilink
-from tqdm import tqdm
 
 from utils import interrupts
+from utils.cli import argument_parser
 from utils.errors import BertError
+from utils.progress import progress_bar
 from utils.data.sentences import (CorpusError, ReadStats, check_output_file, list_input_files, open_compressed,
                                   parallel_map, split_sentences, write_sentence_file)
 
@@ -165,7 +165,7 @@ def wikitext_to_sentences(wikitext):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("dump", help="a MediaWiki .xml.bz2 dump or a folder of them")
     parser.add_argument("output", help="sentence file to write (.gz to compress)")
     parser.add_argument("--num_workers", type=int, default=1, help="processes that clean the wikitext")
@@ -176,7 +176,7 @@ def main(argv=None):
             check_output_file(args.output)
             paths = list_input_files(args.dump, DUMP_SUFFIXES)
             articles = parallel_map(wikitext_to_sentences, iter_article_texts(paths, stats), args.num_workers)
-            count = write_sentence_file(tqdm(articles, unit="article", desc="wikipedia"), args.output)
+            count = write_sentence_file(progress_bar(articles, unit="article", desc="wikipedia"), args.output)
         except (BertError, OSError) as e:
             sys.exit(f"error: {e}")
         print(f"wrote {count} articles to {args.output} from {stats.pages} pages (skipped {stats.redirects} "
