@@ -8,7 +8,7 @@ Load time, graph compile time and inference time are reported apart.
   python3 run_infer.py --model_load_dir CKPT --task nsp --input_text "A" --input_text_b "B"
   python3 run_infer.py --use_lazy_model --model_path SNAPSHOT          # the seed's command
 """
-from utils import numpy_blas  # noqa: F401  (first: it loads numpy with its fast BLAS kernel, see the module)
+import utils  # noqa: F401  (first: it prepares numpy and OneFlow, see utils/__init__.py)
 import argparse
 import json
 import os

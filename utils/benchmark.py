@@ -9,7 +9,6 @@ after warm-up, tokens/s over all processes, peak RSS of the largest process, gra
 FLOP/s as a fraction of a single-process matmul peak measured in the same run. ddp2 and global2 relaunch
 this module under oneflow.distributed.launch with 2 processes. B is per process.
 """
-from utils import numpy_blas  # first import: it loads numpy with its fast BLAS kernel (see the module)
 import argparse
 import json
 import os
@@ -20,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from utils import numpy_blas
 from utils.cli import argument_parser
 from utils.config import add_bool
 

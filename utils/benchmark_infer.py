@@ -15,7 +15,6 @@ calls (a graph compiles in the first), then timed calls until --iterations or --
 sequences/s (batch size / median latency, robust to a busy machine's spikes) and latency p50/p95 per call, plus each
 path's largest |logit| difference from OneFlow eager on that batch: a fast path that computes something else shows.
 """
-from utils import numpy_blas  # first import: it loads numpy with its fast BLAS kernel (see the module)
 import argparse
 import json
 import os
@@ -29,8 +28,8 @@ import oneflow as flow
 from modeling import BertForQuestionAnswering
 from run_infer import TASKS
 from utils import config as cfg
+from utils import interrupts, numpy_blas
 from utils.cli import argument_parser
-from utils import interrupts
 from utils.runtime import Placement, build_bert, build_runner
 
 PATHS = ("eager", "eager_no_blas", "graph", "ort1", "ort2")

@@ -8,7 +8,6 @@ Flags are validated before use: `check_flags` rejects values outside a flag's ra
 `resolve_bert_config` checks the shape flags against the config the run builds, i.e. merged with the checkpoint's
 config.json when there is one, so that only flags the user typed are compared with a checkpoint.
 """
-import argparse
 import math
 import os
 import sys
@@ -16,32 +15,13 @@ from collections import namedtuple
 
 from modeling import ACTIVATIONS, BertConfig
 from utils import numpy_blas
-from utils.cli import HelpFormatter
+from utils.cli import HelpFormatter, add_bool, str2bool  # noqa: F401  (add_bool: scripts take it from here)
 from utils.errors import UsageError
 from utils.checkpoints.loading import ARCHITECTURE_FIELDS, resolve_config
-
-_TRUE = {"true", "t", "yes", "y", "1", "on"}
-_FALSE = {"false", "f", "no", "n", "0", "off"}
-
-
-def str2bool(value):
-    if isinstance(value, bool):
-        return value
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
-
 
 def resume_mode(value):
     """--resume: a boolean, or "auto" (fall back to the newest intact checkpoint)."""
     return "auto" if str(value).lower() == "auto" else str2bool(value)
-
-
-def add_bool(group, *names, default=False, help=""):
-    """A bool flag usable bare (`--use_fp16`) or with a value (`--use_fp16=True`, `--use_fp16 False`)."""
-    group.add_argument(*names, type=str2bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)
 
 
 def show_defaults_in_help(parser):

@@ -16,7 +16,6 @@ example text (tokenized with the checkpoint's vocab.txt, else random ids) at bat
 than the traced one; a difference above --tolerance (1e-4) is an error. The checkpoint's vocab.txt is copied
 beside the output, where `run_infer.py --onnx` looks for it. Needs the ONNX extra: bash scripts/setup_env.sh --onnx.
 """
-from utils import numpy_blas  # noqa: F401  (first: it loads numpy with its fast BLAS kernel, see the module)
 import argparse
 import contextlib
 import os

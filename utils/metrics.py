@@ -17,6 +17,29 @@ def _format_value(value):
     return f"{value}" if isinstance(value, int) else f"{value:.3f}"
 
 
+class StepWindow:
+    """Sums per-step values between two log lines, with the number of steps and the seconds they took.
+
+    Values are summed as given: floats on the host, or tensors that stay on their device until a line is printed.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sums, self.steps, self.start = None, 0, time.time()
+
+    def add(self, values):
+        self.sums = list(values) if self.sums is None else [a + b for a, b in zip(self.sums, values)]
+        self.steps += 1
+
+    def take(self):
+        """(sums, steps, seconds) of the window so far; a new window starts."""
+        taken = self.sums, self.steps, max(time.time() - self.start, 1e-9)
+        self.reset()
+        return taken
+
+
 def format_train_line(values, timestamp=None):
     """values: ordered dict name -> int or float (step first)."""
     body = ", ".join(f"{k}: {_format_value(v)}" for k, v in values.items())

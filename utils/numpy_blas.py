@@ -8,42 +8,13 @@ views (Tensor.to_numpy() after the tensor is ready, flow.from_numpy on a contigu
 
 Opt out with --numpy_blas=False (every script) or BERT_NUMPY_BLAS=0 in the environment.
 
-Import this module before numpy: once OneFlow is loaded, numpy's OpenBLAS no longer detects
-the CPU and falls back to a slow kernel, so the kernel is named for it here (OPENBLAS_CORETYPE
-from the CPU flags) and the variable is removed again before OneFlow loads, because OneFlow's
-own OpenBLAS kernels get slower with it.
+The speed depends on numpy's OpenBLAS running the CPU's own kernel, which utils/openblas_kernel.py
+arranges when the `utils` package is first imported (see utils/__init__.py).
 """
 import os
-import sys
 
-
-def _openblas_core_for_this_cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return None
-    if "avx512f" in flags:
-        return "SkylakeX"
-    if "avx2" in flags:
-        return "Haswell"
-    return None
-
-
-def _load_numpy_with_native_kernel():
-    core = _openblas_core_for_this_cpu()
-    if "numpy" in sys.modules or "OPENBLAS_CORETYPE" in os.environ or core is None:
-        return
-    os.environ["OPENBLAS_CORETYPE"] = core
-    import numpy  # noqa: F401  (OpenBLAS reads OPENBLAS_CORETYPE when it loads)
-
-    del os.environ["OPENBLAS_CORETYPE"]
-
-
-_load_numpy_with_native_kernel()
-
-import numpy as np  # noqa: E402
-import oneflow as flow  # noqa: E402
+import numpy as np
+import oneflow as flow
 
 
 def numpy_openblas_kernel():

@@ -7,7 +7,6 @@ by `pretrain()`.
 import argparse
 import json
 import os
-import time
 
 import numpy as np
 import oneflow as flow
@@ -18,7 +17,7 @@ from utils import config as cfg
 from utils import interrupts, tokenizer_settings
 from utils.checkpoints import native
 from utils.data.tokenization import load_vocab
-from utils.metrics import format_train_line, format_val_line
+from utils.metrics import StepWindow, format_train_line, format_val_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.paths import DEMO_DATA_DIR
 from utils.progress import progress_bar
@@ -136,35 +135,22 @@ def validate(runner, loader, placement, args):
     }
 
 
-class MetricWindow:
-    """Sums step outputs on the device between prints: the metric counts and their reduction over ranks reach the
-    host only when a line is printed (the loss itself is checked on the host every step)."""
-
-    def __init__(self):
-        self.sums, self.steps, self.start = None, 0, time.time()
-
-    def add(self, outputs):
-        detached = [o.detach() for o in outputs]
-        self.sums = detached if self.sums is None else [a + b for a, b in zip(self.sums, detached)]
-        self.steps += 1
-
-    def line_values(self, step, epoch, placement, args, world):
-        host = [float(placement.to_host(o, not args.metric_local)) for o in self.sums]
-        values = dict(zip(TRAIN_OUTPUTS, host))
-        ranks = 1 if (args.metric_local or placement.is_global) else world
-        elapsed = max(time.time() - self.start, 1e-9)
-        line = {
-            "step": step,
-            "total_loss": values["total_loss"] / self.steps / ranks,
-            "mlm_loss": values["mlm_loss"] / self.steps / ranks,
-            "nsp_loss": values["nsp_loss"] / self.steps / ranks,
-            "pred_acc": values["nsp_correct"] / max(values["nsp_count"], 1e-9),
-            "mlm_acc": values["mlm_correct"] / max(values["mlm_count"], 1e-9),
-            "throughput": self.steps * args.train_global_batch_size / elapsed,
-            "epoch": epoch,
-        }
-        self.sums, self.steps, self.start = None, 0, time.time()
-        return line
+def train_line_values(window, step, epoch, placement, args, world):
+    """The seed's training line from a window of device outputs (TRAIN_OUTPUTS): the metric counts and their
+    reduction over ranks reach the host only here, when a line is printed (the loss is checked every step)."""
+    sums, steps, seconds = window.take()
+    values = dict(zip(TRAIN_OUTPUTS, (float(placement.to_host(o, not args.metric_local)) for o in sums)))
+    ranks = 1 if (args.metric_local or placement.is_global) else world
+    return {
+        "step": step,
+        "total_loss": values["total_loss"] / steps / ranks,
+        "mlm_loss": values["mlm_loss"] / steps / ranks,
+        "nsp_loss": values["nsp_loss"] / steps / ranks,
+        "pred_acc": values["nsp_correct"] / max(values["nsp_count"], 1e-9),
+        "mlm_acc": values["mlm_correct"] / max(values["mlm_count"], 1e-9),
+        "throughput": steps * args.train_global_batch_size / seconds,
+        "epoch": epoch,
+    }
 
 
 def pretrain(mode, argv=None):
@@ -211,7 +197,7 @@ def run(args, mode):
     log(f"mode: {mode}{' ddp' if args.use_ddp else ''}{' global' if args.use_consistent else ''}, world size {world}, "
         f"device {args.device}, data {train_dir} ({len(train_loader.index)} records, {steps_per_epoch} steps/epoch), "
         f"global batch {args.train_global_batch_size}, steps {start_step}..{total_steps}")
-    window = MetricWindow()
+    window = StepWindow()
     train_iter = iter(train_loader)
     # A context manager, so that an error line printed after a failure starts on a line of its own.
     with progress_bar(total=total_steps, initial=start_step, disable=rank != 0, dynamic_ncols=True,
@@ -220,11 +206,11 @@ def run(args, mode):
         for step in range(start_step, total_steps):
             outputs = runner.train_step(next(train_iter))
             check_finite_loss(outputs[0], step, placement, checkpoint_note(args.checkpoint_path, last_saved, step))
-            window.add(outputs)
+            window.add([o.detach() for o in outputs])
             progress.update(1)
             done = step + 1
             if done % args.loss_print_every_n_iters == 0 or done == total_steps:
-                values = window.line_values(step, step // steps_per_epoch, placement, args, world)
+                values = train_line_values(window, step, step // steps_per_epoch, placement, args, world)
                 log(format_train_line(values))
                 record_metrics(args.metrics_file, "train", values)
             validate_now = args.val_print_every_n_iters > 0 and done % args.val_print_every_n_iters == 0

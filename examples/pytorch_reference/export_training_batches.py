@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir))
 
-from utils import numpy_blas  # noqa: E402,F401  (before numpy, as in every entry point)
+import utils  # noqa: E402,F401  (before numpy, as in every entry point)
 import numpy as np  # noqa: E402
 
 import dataset  # noqa: E402

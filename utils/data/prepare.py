@@ -9,12 +9,11 @@ splitting run inside create_pretraining_data's workers, so the whole chain strea
 
 writes OUT_DIR/part-*, OUT_DIR/val/part-* and OUT_DIR/summary.json (see create_pretraining_data).
 """
-import argparse
 import os
 import sys
 
 from utils import interrupts
-from utils.cli import argument_parser
+from utils.cli import add_bool, argument_parser
 from utils.data import create_pretraining_data as cpd
 from utils.data.sentences import TEXT_SUFFIXES, iter_text_documents, list_input_files, report_skipped, split_document
 from utils.data.wikipedia import DUMP_SUFFIXES, WikiStats, iter_article_texts, wikitext_to_sentences
@@ -50,8 +49,8 @@ def main(argv=None):
     parser = argument_parser(__doc__)
     parser.add_argument("input", help=".xml.bz2 dump, .txt, .txt.gz, or a folder of them")
     parser.add_argument("output_dir")
-    parser.add_argument("--split_sentences", action=argparse.BooleanOptionalAction, default=True,
-                        help="split text lines into sentences (turn off for input already one sentence per line)")
+    add_bool(parser, "--split_sentences", default=True,
+             help="split text lines into sentences (turn off for input already one sentence per line)")
     cpd.add_options_arguments(parser, vocab_default=DEFAULT_VOCAB)
     parser.set_defaults(val_fraction=0.01)
     args = parser.parse_args(argv)

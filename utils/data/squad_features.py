@@ -17,7 +17,6 @@ and `features_meta.json`, written last, which lets build_features reuse a comple
 written the directory carries dataset's incomplete marker, so readers refuse an interrupted build.
 Question ids must be unique: predictions, n-best lists and null odds are keyed by them.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -28,7 +27,7 @@ import numpy as np
 
 import dataset
 from utils import interrupts
-from utils.cli import argument_parser
+from utils.cli import add_bool, argument_parser
 from utils.data.tokenization import load_wordpiece_tokenizer
 from utils.errors import BertError
 from utils.files import write_json_atomic
@@ -515,27 +514,19 @@ def _outputs_present(output_dir, num_parts, side_file):
     return len(parts) == num_parts and (side_file is None or os.path.isfile(side_file))
 
 
-def _str_to_bool(text):
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-
-
 def build_parser():
     parser = argument_parser("SQuAD JSON -> BERT OFRecord features (Google run_squad algorithm)")
     parser.add_argument("--input_file", required=True, help="SQuAD v1.1/v2.0 JSON file")
     parser.add_argument("--vocab_file", required=True, help="WordPiece vocab.txt")
     parser.add_argument("--output_dir", required=True, help="directory for part-N files and the side file")
-    parser.add_argument("--is_training", action="store_true", help="write train features (answer positions)")
-    parser.add_argument("--version_2_with_negative", action="store_true", help="SQuAD v2.0 impossible questions")
+    add_bool(parser, "--is_training", help="write train features (answer positions)")
+    add_bool(parser, "--version_2_with_negative", help="SQuAD v2.0 impossible questions")
     parser.add_argument("--max_seq_length", type=int, default=384)
     parser.add_argument("--doc_stride", type=int, default=128, help="step between windows, in tokens")
     parser.add_argument("--max_query_length", type=int, default=64)
-    parser.add_argument("--do_lower_case", type=_str_to_bool, default=True)
+    add_bool(parser, "--do_lower_case", default=True)
     parser.add_argument("--num_parts", type=int, default=1)
-    parser.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
+    add_bool(parser, "--force", help="rebuild even if a matching build exists")
     return parser
 
 

@@ -8,7 +8,6 @@ trained vocab is used the same way as Google's. The file lists one token per lin
     python -m utils.data.train_vocab INPUT VOCAB_OUT --vocab_size 30522 [--no-do_lower_case]
 INPUT is a .txt / .txt.gz file or a folder of them (one sentence or paragraph per line).
 """
-import argparse
 import contextlib
 import os
 import sys
@@ -18,7 +17,7 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 
 from utils import interrupts
-from utils.cli import argument_parser
+from utils.cli import add_bool, argument_parser
 from utils.data.sentences import (CorpusError, ReadStats, add_skipped_fraction_argument, check_output_file,
                                   iter_lines, list_input_files)
 from utils.data.normalize import normalize_wikitext
@@ -84,9 +83,9 @@ def main(argv=None):
     parser.add_argument("input", help=".txt / .txt.gz file or folder of them")
     parser.add_argument("output", help="vocab.txt to write")
     parser.add_argument("--vocab_size", type=int, default=30522)
-    parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--normalize_wikitext", action=argparse.BooleanOptionalAction, default=True,
-                        help="drop WikiText's <unk> and join its ' @-@ ', ' @,@ ', ' @.@ ' (utils/data/normalize.py)")
+    add_bool(parser, "--do_lower_case", default=True)
+    add_bool(parser, "--normalize_wikitext", default=True,
+             help="drop WikiText's <unk> and join its ' @-@ ', ' @,@ ', ' @.@ ' (utils/data/normalize.py)")
     parser.add_argument("--min_frequency", type=int, default=2, help="rarest pair count that may be merged")
     parser.add_argument("--limit_alphabet", type=int, default=1000, help="most single characters kept")
     add_skipped_fraction_argument(parser)
