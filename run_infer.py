@@ -22,10 +22,10 @@ from modeling import BertForPreTraining, BertForQuestionAnswering, BertModel
 from utils import config as cfg
 from utils import interrupts, onnx_serving, task_flags
 from utils.checkpoints import canonical_name
-from utils.data.squad_features import (SquadExample, check_room_for_context, convert_examples_to_features,
+from utils.squad.features import (SquadExample, check_room_for_context, convert_examples_to_features,
                                        split_words)
 from utils.data.tokenization import load_wordpiece_tokenizer
-from utils.squad_postprocess import compute_predictions
+from utils.squad.postprocess import compute_predictions
 from utils.runtime import Placement, Task, build_bert, build_runner
 
 MASK = "[MASK]"
@@ -331,7 +331,7 @@ def features_record(states, tokens, index, count, output_path):
 
 
 def infer_qa(timer, tokenizer, inputs, args, max_length):
-    """Question + context through SQuAD windows and post-processing (utils.data.squad_features/_postprocess)."""
+    """Question + context through SQuAD windows and post-processing (utils/squad/features.py and postprocess.py)."""
     examples = []
     for i, (question, context) in enumerate(inputs):
         words, _ = split_words(context)

@@ -25,13 +25,13 @@ from modeling import BertForQuestionAnswering, squad_loss
 from utils import config as cfg
 from utils import interrupts, task_flags
 from utils.checkpoints import native
-from utils.data.squad_features import (SIDE_FILE, SquadDataError, build_features, check_room_for_context,
+from utils.squad.features import (SIDE_FILE, SquadDataError, build_features, check_room_for_context,
                                        load_eval_side_file)
 from utils.metrics import StepWindow, format_train_line
 from utils.optim import build_lr_scheduler, build_optimizer
 from utils.progress import progress_bar
-from utils.squad_evaluate import data_version, evaluate
-from utils.squad_postprocess import predictions_from_side_data, write_predictions
+from utils.squad.evaluate import data_version, evaluate
+from utils.squad.postprocess import predictions_from_side_data, write_predictions
 from utils.tokenizer_settings import TokenizerSettings
 from utils.runtime import (Placement, Task, build_bert, build_runner, check_finite_loss, distribute,
                            log)

@@ -15,9 +15,9 @@ import dataset
 from runs import ROOT
 from test_squad_evaluate import q, squad
 from test_squad_features import QUERY, SEQ, STRIDE, TINY_VOCAB, qa, squad_json
-from utils import squad_evaluate as ev
-from utils import squad_postprocess as pp
-from utils.data import squad_features as sf
+from utils.squad import evaluate as ev
+from utils.squad import postprocess as pp
+from utils.squad import features as sf
 
 
 def run_module(*args):

@@ -11,7 +11,7 @@ from modeling import BertConfig, BertForPreTraining
 from runs import run as run_script
 from utils import config as cfg
 from utils.checkpoints import native
-from utils.data.squad_features import build_features
+from utils.squad.features import build_features
 from utils.paths import shared_data_path
 
 VOCAB = shared_data_path("vocab", "bert-base-uncased-vocab.txt")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from utils import squad_evaluate as ev
+from utils.squad import evaluate as ev
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import dataset
-from utils.data import squad_features as sf
+from utils.squad import features as sf
 from utils.data.tokenization import load_wordpiece_tokenizer
 from utils.paths import shared_data_path
-from utils.squad_postprocess import basic_tokenize, detokenize
+from utils.squad.postprocess import basic_tokenize, detokenize
 
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "q1", "q2", "q3", "q4", "##x",
               *[f"w{i}" for i in range(10)]]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from utils import squad_postprocess as pp
+from utils.squad import postprocess as pp
 
 WORDS = ["The", "band", "(Steve", "Smith's)", "played", "in", "Paris."]
 # Lower-cased WordPiece tokens of WORDS and the word each comes from.
@@ -170,10 +170,10 @@ def test_missing_logits_and_side_data(tmp_path):
 def test_oracle_logits_on_shared_dev_score_near_100(tmp_path):
     """End to end on real data: eval features + logits that peak at the gold answer's training positions
     -> predictions -> our evaluator. Misses are only answers inside a WordPiece token or > 30 tokens."""
-    from utils.data import squad_features as sf
+    from utils.squad import features as sf
     from utils.data.tokenization import load_wordpiece_tokenizer
     from utils.paths import shared_data_path
-    from utils.squad_evaluate import evaluate
+    from utils.squad.evaluate import evaluate
 
     data_file = shared_data_path("squad", "v2.0", "dev.json")
     vocab = shared_data_path("vocab", "bert-base-uncased-vocab.txt")

@@ -3,7 +3,7 @@
 Follows Google BERT's reference run_squad.py (write_predictions, _get_best_indexes, get_final_text,
 _compute_softmax). Pure functions on plain data; nothing here imports oneflow or re-runs WordPiece.
 
-Inputs are the eval side data built by utils.data.squad_features (load_eval_side_file), used by duck typing:
+Inputs are the eval side data built by utils.squad.features (load_eval_side_file), used by duck typing:
 - an example has `qas_id` and `doc_tokens` (the context's whitespace words);
 - a feature has `unique_id`, `example_index`, `tokens`, `token_to_orig_map` {token position: word index}
   and `token_is_max_context` {token position: bool}, the maps covering the document tokens only;
