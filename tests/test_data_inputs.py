@@ -110,8 +110,8 @@ def test_interrupted_run_leaves_no_parts(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        cpd.create_pretraining_data(documents(), str(tmp_path / "out"), VOCAB, cpd.Options(dupe_factor=1),
-                                    num_parts=2, shard_chars=20_000)
+        cpd.write_pretraining_data(cpd.Corpus(documents()), cpd.PipelineOptions(
+            str(tmp_path / "out"), VOCAB, cpd.InstanceOptions(dupe_factor=1), num_parts=2, shard_chars=20_000))
     assert outputs(tmp_path / "out") == []
 
 

@@ -1,5 +1,6 @@
 """create_pretraining_data on a slice of the shared corpus: masking and NSP statistics, record
 structure against the source text, determinism, the project's loader and OneFlow's reader."""
+import argparse
 import itertools
 import os
 
@@ -47,9 +48,10 @@ def generated(tmp_path_factory):
         pytest.skip("shared corpus/vocab not found (set BERT_SHARED_DATA)")
     documents = corpus_documents(FIRST_ARTICLE, 60)
     out = str(tmp_path_factory.mktemp("generated"))
-    options = cpd.Options(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2, random_seed=7)
-    summary = cpd.create_pretraining_data(iter(documents), out, VOCAB, options, num_workers=1, num_parts=3,
-                                          val_fraction=0.1, shard_chars=200_000)
+    instances = cpd.InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2, random_seed=7)
+    options = cpd.PipelineOptions(out, VOCAB, instances, num_workers=1, num_parts=3, val_fraction=0.1,
+                                  shard_chars=200_000)
+    summary = cpd.write_pretraining_data(cpd.Corpus(iter(documents)), options)
     return documents, out, summary, load_all(out)
 
 
@@ -197,9 +199,10 @@ def test_validation_documents_are_held_out(generated, source, vocab):
 def test_whole_word_masking_masks_whole_words(tmp_path, vocab):
     if not os.path.isfile(CORPUS):
         pytest.skip("shared corpus not found (set BERT_SHARED_DATA)")
-    options = cpd.Options(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=1,
-                          do_whole_word_mask=True)
-    summary = cpd.create_pretraining_data(iter(corpus_documents(FIRST_ARTICLE, 15)), str(tmp_path), VOCAB, options)
+    instances = cpd.InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=1,
+                                    do_whole_word_mask=True)
+    summary = cpd.write_pretraining_data(cpd.Corpus(iter(corpus_documents(FIRST_ARTICLE, 15))),
+                                         cpd.PipelineOptions(str(tmp_path), VOCAB, instances))
     batch = load_all(str(tmp_path))
     ids = original_ids(batch)
     partial_words = 0
@@ -217,10 +220,10 @@ def test_whole_word_masking_masks_whole_words(tmp_path, vocab):
 
 
 def run_small(directory, num_workers, seed=3):
-    options = cpd.Options(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2, random_seed=seed)
-    return cpd.create_pretraining_data(iter(corpus_documents(FIRST_ARTICLE, 20)), directory, VOCAB, options,
-                                       num_workers=num_workers, num_parts=2, val_fraction=0.2,
-                                       shard_chars=30_000)
+    instances = cpd.InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2, random_seed=seed)
+    options = cpd.PipelineOptions(directory, VOCAB, instances, num_workers=num_workers, num_parts=2, val_fraction=0.2,
+                                  shard_chars=30_000)
+    return cpd.write_pretraining_data(cpd.Corpus(iter(corpus_documents(FIRST_ARTICLE, 20))), options)
 
 
 @needs_data
@@ -246,6 +249,22 @@ def test_oneflow_reader_reads_the_records(generated):
         dtype = flow.float32 if field.dtype == np.float32 else flow.int32
         values = flow.nn.OFRecordRawDecoder(name, list(field.shape), dtype)(record).numpy()
         assert np.array_equal(values, expected[name]), name
+
+
+def test_flags_become_one_options_object():
+    """add_bool spellings, and the --no-X ones this tool took before, give the same PipelineOptions."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output_dir")
+    cpd.add_options_arguments(parser, vocab_default=VOCAB)
+
+    def options(*argv):
+        return cpd.pipeline_options_from_args(parser.parse_args(["--output_dir", "out", *argv]))
+
+    assert options("--no-normalize_wikitext", "--no-do_lower_case") == options("--normalize_wikitext=no",
+                                                                                "--do_lower_case", "False")
+    assert options("--do_whole_word_mask", "--overwrite=yes", "--max_seq_length", "64") == cpd.PipelineOptions(
+        "out", VOCAB, cpd.InstanceOptions(seq_length=64, do_whole_word_mask=True), num_workers=os.cpu_count(),
+        num_parts=8, overwrite=True)
 
 
 def test_shards_are_read_lazily():

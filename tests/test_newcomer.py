@@ -60,9 +60,10 @@ def vocab_file(tmp_path_factory):
 def make_data(vocab_file, out, normalize=True):
     """Pre-training records of 3 WikiText-like and 3 plain documents, cased (do_lower_case False)."""
     documents = [WIKITEXT_DOCUMENT, PLAIN_DOCUMENT] * 2 + [WIKITEXT_DOCUMENT, PLAIN_DOCUMENT[::-1]]
-    options = cpd.Options(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2, do_lower_case=False,
-                          normalize_wikitext=normalize)
-    summary = cpd.create_pretraining_data(iter(documents), str(out), vocab_file, options)
+    instances = cpd.InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2,
+                                    do_lower_case=False, normalize_wikitext=normalize)
+    options = cpd.PipelineOptions(str(out), vocab_file, instances)
+    summary = cpd.write_pretraining_data(cpd.Corpus(iter(documents)), options)
     return summary, original_ids(str(out))
 
 

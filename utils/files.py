@@ -19,5 +19,7 @@ def atomic_output(path, opener=open, mode="w"):
 
 
 def write_json_atomic(path, obj, **dump_options):
+    """json.dump(obj, **dump_options) as a complete text file: it ends in a newline."""
     with atomic_output(path) as f:
         json.dump(obj, f, **dump_options)
+        f.write("\n")

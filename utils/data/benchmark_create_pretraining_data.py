@@ -20,6 +20,7 @@ from utils import interrupts
 from utils.cli import argument_parser
 from utils.data import create_pretraining_data as cpd
 from utils.data.sentences import ReadStats, iter_text_documents, list_input_files
+from utils.files import write_json_atomic
 from utils.paths import shared_data_path
 
 
@@ -78,18 +79,19 @@ def cpu_seconds():
 
 def benchmark(args):
     """Runs the pipeline once on a temp folder (or --output_dir); returns the measurements."""
-    options = cpd.Options(seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
-                          dupe_factor=args.dupe_factor)
+    instances = cpd.InstanceOptions(seq_length=args.max_seq_length,
+                                    max_predictions_per_seq=args.max_predictions_per_seq, dupe_factor=args.dupe_factor)
     with tempfile.TemporaryDirectory(prefix="bench-cpd-") as tmp:
         output_dir = args.output_dir or tmp
+        options = cpd.PipelineOptions(output_dir, args.vocab_file, instances, num_workers=args.num_workers,
+                                      num_parts=args.num_parts, overwrite=True)
         stats = ReadStats()
         paths = list_input_files(args.input_file)
+        corpus = cpd.Corpus(iter_text_documents(paths, stats), name=args.input_file, read_stats=stats,
+                            total_bytes=sum(os.path.getsize(p) for p in paths))
         started, cpu_started = time.time(), cpu_seconds()
         with PeakRss() as rss:
-            summary = cpd.create_pretraining_data(
-                iter_text_documents(paths, stats), output_dir, args.vocab_file, options,
-                num_workers=args.num_workers, num_parts=args.num_parts, overwrite=True, read_stats=stats,
-                progress_total=sum(os.path.getsize(p) for p in paths), input_name=args.input_file)
+            summary = cpd.write_pretraining_data(corpus, options)
         seconds, cpu = time.time() - started, cpu_seconds() - cpu_started
         output_bytes = sum(os.path.getsize(os.path.join(output_dir, n)) for n in os.listdir(output_dir)
                            if n.startswith("part-"))
@@ -129,7 +131,7 @@ def main(argv=None):
             sys.exit(f"error: {e}")
         print(json.dumps(result, indent=2))
         if args.json:
-            cpd.write_json_atomic(args.json, result)
+            write_json_atomic(args.json, result, indent=2)
 
 
 if __name__ == "__main__":

@@ -33,31 +33,32 @@ written last.
 
     python -m utils.data.create_pretraining_data --input_file CORPUS --output_dir OUT --vocab_file VOCAB
 """
-import argparse
 import bisect
 import contextlib
+import enum
+import functools
 import itertools
-import json
 import os
 import random
 import shutil
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, NamedTuple, Optional
 
 import numpy as np
 
 import dataset
 from utils import interrupts
-from utils.cli import argument_parser
+from utils.cli import add_bool, argument_parser
 from utils.data import tokenization
 from utils.data.normalize import keep_unk_token, normalize_document
 from utils.data.sentences import (CorpusError, ReadStats, add_skipped_fraction_argument, iter_text_documents,
                                   list_input_files, report_skipped, split_document)
 from utils.data.workers import FilePool
 from utils.errors import BertError
-from utils.files import atomic_output
+from utils.files import write_json_atomic
 from utils.progress import progress_bar
 from utils.tokenizer_settings import file_sha256
 
@@ -70,7 +71,9 @@ class OptionError(BertError, ValueError):
 
 
 @dataclass(frozen=True)
-class Options:
+class InstanceOptions:
+    """How instances are made and masked: what the workers need (and what summary.json lists first)."""
+
     seq_length: int = 128
     max_predictions_per_seq: int = 20
     masked_lm_prob: float = 0.15
@@ -95,6 +98,65 @@ class Options:
             raise OptionError(f"--short_seq_prob {self.short_seq_prob} must be in [0, 1]")
         if self.dupe_factor < 1:
             raise OptionError(f"--dupe_factor {self.dupe_factor} must be at least 1")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Every flag of a run: where to write, with which vocab, how to make instances, how to split the work."""
+
+    output_dir: str
+    vocab_file: str
+    instances: InstanceOptions = InstanceOptions()
+    num_workers: int = 1
+    num_parts: int = 1
+    val_fraction: float = 0.0
+    num_val_parts: int = 1
+    shard_chars: int = 4_000_000
+    overwrite: bool = False
+
+    def check(self):
+        self.instances.check()
+        if self.num_parts < 1:
+            raise OptionError(f"--num_parts {self.num_parts} must be at least 1")
+        if self.num_val_parts < 1:
+            raise OptionError(f"--num_val_parts {self.num_val_parts} must be at least 1")
+        if not 0 <= self.val_fraction < 1:
+            raise OptionError(f"--val_fraction {self.val_fraction} must be in [0, 1)")
+        if self.num_workers < 1:
+            raise OptionError(f"--num_workers {self.num_workers} must be at least 1")
+
+
+@dataclass
+class Corpus:
+    """The input: a document stream and what the progress bar and summary.json say about it."""
+
+    documents: Iterable
+    name: str = "input"  # how error messages name the input
+    preprocess: Optional[Callable] = None  # raw document -> sentences, run in the workers (must pickle)
+    read_stats: ReadStats = field(default_factory=ReadStats)  # filled while the stream is read
+    total_bytes: Optional[int] = None  # progress bar total, against read_stats.bytes_read
+    summary_fields: dict = field(default_factory=dict)  # added at the end of summary.json
+
+
+class SegmentPair(NamedTuple):
+    """One instance before masking: token spans [start, end) of segments A and B in their documents."""
+
+    a_doc: int
+    a_start: int
+    a_end: int
+    b_doc: int
+    b_start: int
+    b_end: int
+    is_random_next: bool  # B comes from another document: next_sentence_labels = 1
+    forced_random_next: bool  # ... because A, one sentence of under 2 tokens, could not be cut in two
+
+
+class Replacement(enum.IntEnum):
+    """What a position chosen for prediction becomes (BERT: 80% [MASK], 10% unchanged, 10% a random token)."""
+
+    MASK = 0
+    KEEP = 1
+    RANDOM = 2
 
 
 @dataclass
@@ -223,7 +285,7 @@ def split_chunk(bounds, chunk_start, chunk_end, rng):
 
 
 def instances_from_document(documents, doc_index, options, rng, out):
-    """Appends (doc_a, a_lo, a_hi, doc_b, b_lo, b_hi, is_random_next, forced) spans for one document."""
+    """Appends the SegmentPairs of one document to `out`."""
     doc = documents[doc_index]
     bounds, count = doc.bounds, doc.num_sentences
     max_num_tokens = options.seq_length - 3
@@ -237,26 +299,26 @@ def instances_from_document(documents, doc_index, options, rng, out):
             else:
                 b_doc, (b_lo, b_hi) = doc_index, b_span
             (a_lo, a_hi), (b_lo, b_hi) = truncate_longer_at_random_end(a_span, (b_lo, b_hi), max_num_tokens, rng)
-            out.append((doc_index, a_lo, a_hi, b_doc, b_lo, b_hi, b_span is None, forced))
+            out.append(SegmentPair(doc_index, a_lo, a_hi, b_doc, b_lo, b_hi, b_span is None, forced))
             chunk_start = i = next_start  # sentences not used after a random B start the next chunk
             target = pick_target_length(rng, max_num_tokens, options.short_seq_prob)
         else:
             i += 1
 
 
-def assemble(documents, spans, seq_length, vocab):
-    """Spans -> input_ids [n, seq] with [CLS] A [SEP] B [SEP], plus lengths and the index where B starts."""
-    n = len(spans)
+def assemble(documents, pairs, seq_length, vocab):
+    """SegmentPairs -> input_ids [n, seq] with [CLS] A [SEP] B [SEP], plus lengths and the index where B starts."""
+    n = len(pairs)
     input_ids = np.zeros((n, seq_length), dtype=np.int32)
     lengths = np.empty(n, dtype=np.int64)
     b_starts = np.empty(n, dtype=np.int64)
-    for row, (da, a_lo, a_hi, db, b_lo, b_hi, _, _) in enumerate(spans):
-        la, lb = a_hi - a_lo, b_hi - b_lo
+    for row, pair in enumerate(pairs):
+        la, lb = pair.a_end - pair.a_start, pair.b_end - pair.b_start
         ids = input_ids[row]
         ids[0] = vocab.cls_id
-        ids[1:1 + la] = documents[da].tokens[a_lo:a_hi]
+        ids[1:1 + la] = documents[pair.a_doc].tokens[pair.a_start:pair.a_end]
         ids[1 + la] = vocab.sep_id
-        ids[2 + la:2 + la + lb] = documents[db].tokens[b_lo:b_hi]
+        ids[2 + la:2 + la + lb] = documents[pair.b_doc].tokens[pair.b_start:pair.b_end]
         ids[2 + la + lb] = vocab.sep_id
         lengths[row], b_starts[row] = 3 + la + lb, 2 + la
     return input_ids, lengths, b_starts
@@ -311,15 +373,16 @@ def choose_whole_word_positions(input_ids, candidates, counts, max_predictions, 
 
 
 def apply_masking(input_ids, positions, valid, vocab, rng):
-    """80% [MASK], 10% unchanged, 10% random id, in place. Returns (original ids, kind 0/1/2 per slot)."""
+    """80% [MASK], 10% unchanged, 10% random id, in place. Returns (original ids, Replacement per slot)."""
     original = np.where(valid, np.take_along_axis(input_ids, positions, axis=1), 0)
     draw = rng.random(valid.shape)
-    kind = np.where(draw < 0.8, 0, np.where(draw < 0.9, 1, 2))
+    replacement = np.where(draw < 0.8, Replacement.MASK, np.where(draw < 0.9, Replacement.KEEP, Replacement.RANDOM))
     random_ids = rng.integers(0, vocab.size, size=valid.shape, dtype=np.int64)
-    replacement = np.select([kind == 0, kind == 1], [vocab.mask_id, original], random_ids)
+    new_ids = np.select([replacement == Replacement.MASK, replacement == Replacement.KEEP],
+                        [vocab.mask_id, original], random_ids)
     rows, slots = np.nonzero(valid)
-    input_ids[rows, positions[rows, slots]] = replacement[rows, slots]
-    return original, kind
+    input_ids[rows, positions[rows, slots]] = new_ids[rows, slots]
+    return original, replacement
 
 
 def encode_instances(input_ids, lengths, b_starts, positions, original, valid, next_labels, order):
@@ -354,13 +417,13 @@ def empty_stats():
 def make_instances(documents, options, vocab, split, shard_index, dupe_factor):
     """Tokenized documents of one shard -> (shuffled serialized records, stats)."""
     scalar_rng, vector_rng = shard_rngs(options.random_seed, split, shard_index)
-    spans = []
+    pairs = []
     order = list(range(len(documents)))
     scalar_rng.shuffle(order)
     for _ in range(dupe_factor):
         for doc_index in order:
-            instances_from_document(documents, doc_index, options, scalar_rng, spans)
-    input_ids, lengths, b_starts = assemble(documents, spans, options.seq_length, vocab)
+            instances_from_document(documents, doc_index, options, scalar_rng, pairs)
+    input_ids, lengths, b_starts = assemble(documents, pairs, options.seq_length, vocab)
     candidates = candidate_mask(lengths, b_starts, options.seq_length)
     counts = np.minimum(num_to_predict(lengths, options), candidates.sum(axis=1))
     if options.do_whole_word_mask:
@@ -368,16 +431,17 @@ def make_instances(documents, options, vocab, split, shard_index, dupe_factor):
             input_ids, candidates, counts, options.max_predictions_per_seq, vocab, scalar_rng)
     else:
         positions, valid = choose_positions(candidates, counts, options.max_predictions_per_seq, vector_rng)
-    original, kind = apply_masking(input_ids, positions, valid, vocab, vector_rng)
-    next_labels = np.array([s[6] for s in spans], dtype=np.int32)
+    original, replacement = apply_masking(input_ids, positions, valid, vocab, vector_rng)
+    next_labels = np.array([p.is_random_next for p in pairs], dtype=np.int32)
     records = encode_instances(input_ids, lengths, b_starts, positions, original, valid, next_labels,
-                               vector_rng.permutation(len(spans)))
+                               vector_rng.permutation(len(pairs)))
     stats = empty_stats()
     stats.update(
-        instances=len(spans), tokens=int(lengths.sum()), masked=int(valid.sum()),
-        masked_mask=int((valid & (kind == 0)).sum()), masked_kept=int((valid & (kind == 1)).sum()),
-        masked_random=int((valid & (kind == 2)).sum()), nsp_random=int(next_labels.sum()),
-        nsp_forced_random=sum(1 for s in spans if s[7]),
+        instances=len(pairs), tokens=int(lengths.sum()), masked=int(valid.sum()),
+        masked_mask=int((valid & (replacement == Replacement.MASK)).sum()),
+        masked_kept=int((valid & (replacement == Replacement.KEEP)).sum()),
+        masked_random=int((valid & (replacement == Replacement.RANDOM)).sum()), nsp_random=int(next_labels.sum()),
+        nsp_forced_random=sum(1 for p in pairs if p.forced_random_next),
     )
     return records, stats
 
@@ -522,12 +586,6 @@ def split_summary(stats, counts):
     }
 
 
-def write_json_atomic(path, obj):
-    with atomic_output(path) as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-
-
 def make_work_dir(output_dir):
     """Creates --output_dir and this run's temp folder in it, before any work, so that a file in the way or
     a folder without write permission fails at once with the flag's name."""
@@ -541,92 +599,102 @@ def make_work_dir(output_dir):
     return tmp_dir
 
 
+def remove_old_outputs(output_dir, overwrite):
+    old = existing_outputs(output_dir)
+    if old and not overwrite:
+        raise OptionError(f"--output_dir {output_dir} already holds {old[0]}; remove it or pass --overwrite")
+    for path in old:
+        os.remove(path)
+
+
 def remove_files(paths):
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
 
 
-def create_pretraining_data(documents, output_dir, vocab_file, options=Options(), num_workers=1, num_parts=1,
-                            val_fraction=0.0, num_val_parts=1, preprocess=None, shard_chars=4_000_000,
-                            overwrite=False, read_stats=None, progress_total=None, extra_summary=None,
-                            input_name="input"):
-    """Document stream -> OUT_DIR/part-*, OUT_DIR/val/part-*, OUT_DIR/summary.json. Returns the summary.
+def collect_shard(result, buckets, totals, bar, read_stats):
+    """Deals one shard's records into its split's buckets, adds its stats to the split's totals, moves the bar."""
+    split, records, stats = result
+    buckets[split].add(records)
+    for key, value in stats.items():
+        totals[split][key] += value
+    bar.update(read_stats.bytes_read - bar.n)
+    bar.set_postfix(docs=totals[TRAIN]["documents"] + totals[VAL]["documents"],
+                    instances=buckets[TRAIN].count + buckets[VAL].count)
 
-    `documents` yields lists of sentences (or raw documents that `preprocess`, a picklable function,
-    turns into lists of sentences inside the workers). While the parts and the summary are written, OUT_DIR
-    (and OUT_DIR/val) hold dataset.INCOMPLETE_MARKER; a failure or an interruption removes this run's part
-    and temp files but leaves the marker, so readers refuse the folder.
+
+def check_instance_counts(buckets, options, input_name):
+    """Fails before any part file is written when a split has too few instances for its parts."""
+    if buckets[TRAIN].count == 0:
+        raise CorpusError(f"{input_name}: the corpus is empty: no training document with text was found")
+    if buckets[TRAIN].count < options.num_parts:
+        raise OptionError(f"--num_parts {options.num_parts} is more than the {buckets[TRAIN].count} training instances")
+    if 0 < buckets[VAL].count < options.num_val_parts:
+        raise OptionError(f"--num_val_parts {options.num_val_parts} is more than the {buckets[VAL].count} "
+                          f"validation instances")
+
+
+def write_part_files(buckets, output_dir, written):
+    """Training parts into output_dir, validation parts (if any) into output_dir/val. Returns both counts."""
+    train_counts = buckets[TRAIN].write_parts(output_dir, written)
+    if not buckets[VAL].count:
+        return train_counts, []
+    val_dir = os.path.join(output_dir, "val")
+    with dataset.writing(val_dir):
+        return train_counts, buckets[VAL].write_parts(val_dir, written)
+
+
+def build_summary(options, corpus, totals, train_counts, val_counts, started):
+    return {
+        "format": "OFRecord part-N files, dataset.pretraining_schema(seq_length, max_predictions_per_seq)",
+        **asdict(options.instances),
+        "vocab_file": options.vocab_file,
+        "vocab_sha256": file_sha256(options.vocab_file),  # how checkpoints find this vocab again
+        "num_workers": options.num_workers,
+        "val_fraction": options.val_fraction,
+        "non_utf8_lines_skipped": corpus.read_stats.non_utf8_lines,
+        # bytes_read is progress, lines is for the stderr report: the keys stay those of the demo set's
+        "reading": {k: v for k, v in asdict(corpus.read_stats).items() if k not in ("bytes_read", "lines")},
+        "train": split_summary(totals[TRAIN], train_counts),
+        "val": split_summary(totals[VAL], val_counts),
+        "seconds": round(time.time() - started, 2),
+        **corpus.summary_fields,
+    }
+
+
+def write_pretraining_data(corpus, options):
+    """Corpus -> OUT_DIR/part-*, OUT_DIR/val/part-*, OUT_DIR/summary.json. Returns the summary.
+
+    While the parts and the summary are written, OUT_DIR (and OUT_DIR/val) hold dataset.INCOMPLETE_MARKER; a
+    failure or an interruption removes this run's part and temp files but leaves the marker, so readers refuse
+    the folder.
     """
     started = time.time()
     options.check()
-    if num_parts < 1:
-        raise OptionError(f"--num_parts {num_parts} must be at least 1")
-    if num_val_parts < 1:
-        raise OptionError(f"--num_val_parts {num_val_parts} must be at least 1")
-    if not 0 <= val_fraction < 1:
-        raise OptionError(f"--val_fraction {val_fraction} must be in [0, 1)")
-    if num_workers < 1:
-        raise OptionError(f"--num_workers {num_workers} must be at least 1")
-    Vocab.load(vocab_file)  # fails early on a vocab without [CLS]/[SEP]/[MASK]
-    old = existing_outputs(output_dir)
-    if old and not overwrite:
-        raise OptionError(f"--output_dir {output_dir} already holds {old[0]}; remove it or pass --overwrite")
-    for path in old:
-        os.remove(path)
-    read_stats = read_stats or ReadStats()
-    tmp_dir = make_work_dir(output_dir)
-    order_rng = np.random.default_rng(np.random.SeedSequence([options.random_seed, 3]))
+    Vocab.load(options.vocab_file)  # fails early on a vocab without [CLS]/[SEP]/[MASK]
+    remove_old_outputs(options.output_dir, options.overwrite)
+    tmp_dir = make_work_dir(options.output_dir)
+    seed = options.instances.random_seed
+    order_rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
     buckets = {}
     totals = {TRAIN: empty_stats(), VAL: empty_stats()}
-    bar = progress_bar(total=progress_total, unit="B", unit_scale=True, desc="create_pretraining_data")
+    bar = progress_bar(total=corpus.total_bytes, unit="B", unit_scale=True, desc="create_pretraining_data")
     written = []
-
-    def consume(result):
-        split, records, stats = result
-        buckets[split].add(records)
-        for key, value in stats.items():
-            totals[split][key] += value
-        bar.update(read_stats.bytes_read - bar.n)
-        bar.set_postfix(docs=totals[TRAIN]["documents"] + totals[VAL]["documents"],
-                        instances=buckets[TRAIN].count + buckets[VAL].count)
-
     try:
-        buckets[TRAIN] = PartBuckets(tmp_dir, TRAIN, num_parts, order_rng)
-        buckets[VAL] = PartBuckets(tmp_dir, VAL, num_val_parts, order_rng)
-        tasks = shard_tasks(documents, options.random_seed, val_fraction, shard_chars)
-        run_shards(tasks, vocab_file, options, preprocess, num_workers, consume, tmp_dir)
+        buckets[TRAIN] = PartBuckets(tmp_dir, TRAIN, options.num_parts, order_rng)
+        buckets[VAL] = PartBuckets(tmp_dir, VAL, options.num_val_parts, order_rng)
+        tasks = shard_tasks(corpus.documents, seed, options.val_fraction, options.shard_chars)
+        collect = functools.partial(collect_shard, buckets=buckets, totals=totals, bar=bar,
+                                    read_stats=corpus.read_stats)
+        run_shards(tasks, options.vocab_file, options.instances, corpus.preprocess, options.num_workers, collect,
+                   tmp_dir)
         bar.close()
-        if totals[TRAIN]["instances"] == 0:
-            raise CorpusError(f"{input_name}: the corpus is empty: no training document with text was found")
-        if buckets[TRAIN].count < num_parts:
-            raise OptionError(f"--num_parts {num_parts} is more than the {buckets[TRAIN].count} training instances")
-        if 0 < buckets[VAL].count < num_val_parts:
-            raise OptionError(f"--num_val_parts {num_val_parts} is more than the {buckets[VAL].count} "
-                              f"validation instances")
-        with dataset.writing(output_dir):  # the marker goes only once summary.json, written last, is in place
-            train_counts = buckets[TRAIN].write_parts(output_dir, written)
-            val_counts = []
-            if buckets[VAL].count:
-                val_dir = os.path.join(output_dir, "val")
-                with dataset.writing(val_dir):
-                    val_counts = buckets[VAL].write_parts(val_dir, written)
-            summary = {
-                "format": "OFRecord part-N files, dataset.pretraining_schema(seq_length, max_predictions_per_seq)",
-                **asdict(options),
-                "vocab_file": vocab_file,
-                "vocab_sha256": file_sha256(vocab_file),  # how checkpoints find this vocab again
-                "num_workers": num_workers,
-                "val_fraction": val_fraction,
-                "non_utf8_lines_skipped": read_stats.non_utf8_lines,
-                # bytes_read is progress, lines is for the stderr report: the keys stay those of the demo set's
-                "reading": {k: v for k, v in asdict(read_stats).items() if k not in ("bytes_read", "lines")},
-                "train": split_summary(totals[TRAIN], train_counts),
-                "val": split_summary(totals[VAL], val_counts),
-                "seconds": round(time.time() - started, 2),
-                **(extra_summary or {}),
-            }
-            write_json_atomic(os.path.join(output_dir, SUMMARY_FILE), summary)
+        check_instance_counts(buckets, options, corpus.name)
+        with dataset.writing(options.output_dir):  # the marker goes only once summary.json, written last, is in place
+            train_counts, val_counts = write_part_files(buckets, options.output_dir, written)
+            summary = build_summary(options, corpus, totals, train_counts, val_counts, started)
+            write_json_atomic(os.path.join(options.output_dir, SUMMARY_FILE), summary, indent=2)
     except BaseException:
         bar.close()
         remove_files(written)
@@ -651,17 +719,17 @@ def add_options_arguments(parser, vocab_default=None):
     """The flags of Google's script (same names and defaults) plus the pipeline's own."""
     parser.add_argument("--vocab_file", required=vocab_default is None, default=vocab_default,
                         help="WordPiece vocab.txt" + (f" (default {vocab_default})" if vocab_default else ""))
-    parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--normalize_wikitext", action=argparse.BooleanOptionalAction, default=True,
-                        help="in documents with WikiText markers: <unk> -> [UNK], ' @-@ ' -> '-', ' @,@ ' -> ',', "
-                             "' @.@ ' -> '.' (see utils/data/normalize.py)")
+    add_bool(parser, "--do_lower_case", default=True)
+    add_bool(parser, "--normalize_wikitext", default=True,
+             help="in documents with WikiText markers: <unk> -> [UNK], ' @-@ ' -> '-', ' @,@ ' -> ',', "
+                  "' @.@ ' -> '.' (see utils/data/normalize.py)")
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--max_predictions_per_seq", type=int, default=20)
     parser.add_argument("--random_seed", type=int, default=12345)
     parser.add_argument("--dupe_factor", type=int, default=10, help="masked copies of each training document")
     parser.add_argument("--masked_lm_prob", type=float, default=0.15)
     parser.add_argument("--short_seq_prob", type=float, default=0.1)
-    parser.add_argument("--do_whole_word_mask", action="store_true")
+    add_bool(parser, "--do_whole_word_mask", default=False)
     parser.add_argument("--num_workers", type=int, default=os.cpu_count())
     parser.add_argument("--num_parts", type=int, default=8, help="training part files")
     parser.add_argument("--val_fraction", type=float, default=0.0, help="share of documents held out for val/")
@@ -670,16 +738,21 @@ def add_options_arguments(parser, vocab_default=None):
                         help="characters of text per shard (the window the random next sentence comes from)")
     parser.add_argument("--skip_documents", type=int, default=0, help="start at this document of the input")
     parser.add_argument("--max_documents", type=int, default=None, help="use at most this many documents")
-    parser.add_argument("--overwrite", action="store_true", help="replace part files already in --output_dir")
+    add_bool(parser, "--overwrite", default=False, help="replace part files already in --output_dir")
     add_skipped_fraction_argument(parser)
 
 
-def options_from_args(args):
-    return Options(seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
-                   masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob,
-                   dupe_factor=args.dupe_factor, do_whole_word_mask=args.do_whole_word_mask,
-                   random_seed=args.random_seed, do_lower_case=args.do_lower_case,
-                   normalize_wikitext=args.normalize_wikitext)
+def pipeline_options_from_args(args):
+    """The flags of add_options_arguments (and the parser's output_dir) as one PipelineOptions."""
+    instances = InstanceOptions(
+        seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
+        masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob, dupe_factor=args.dupe_factor,
+        do_whole_word_mask=args.do_whole_word_mask, random_seed=args.random_seed, do_lower_case=args.do_lower_case,
+        normalize_wikitext=args.normalize_wikitext)
+    return PipelineOptions(
+        output_dir=args.output_dir, vocab_file=args.vocab_file, instances=instances, num_workers=args.num_workers,
+        num_parts=args.num_parts, val_fraction=args.val_fraction, num_val_parts=args.num_val_parts,
+        shard_chars=args.shard_chars, overwrite=args.overwrite)
 
 
 # What bad input or a bad environment raises; each message names the file or the flag. OSError covers
@@ -700,8 +773,8 @@ def main(argv=None):
                         help="Google's format (one sentence per line, blank line between documents): "
                              ".txt, .txt.gz or a folder of them")
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--split_sentences", action="store_true",
-                        help="input lines are paragraphs: split them into sentences first")
+    add_bool(parser, "--split_sentences", default=False,
+             help="input lines are paragraphs: split them into sentences first")
     add_options_arguments(parser)
     args = parser.parse_args(argv)
     stats = ReadStats()
@@ -710,15 +783,12 @@ def main(argv=None):
             paths = list_input_files(args.input_file)
             documents = slice_documents(iter_text_documents(paths, stats, args.max_skipped_fraction),
                                         args.skip_documents, args.max_documents)
-            summary = create_pretraining_data(
-                documents, args.output_dir, args.vocab_file, options_from_args(args), num_workers=args.num_workers,
-                num_parts=args.num_parts, val_fraction=args.val_fraction, num_val_parts=args.num_val_parts,
-                preprocess=split_document if args.split_sentences else None, shard_chars=args.shard_chars,
-                overwrite=args.overwrite, read_stats=stats, progress_total=sum(os.path.getsize(p) for p in paths),
-                extra_summary={"input": args.input_file, "skip_documents": args.skip_documents,
-                               "max_documents": args.max_documents},
-                input_name=args.input_file,
-            )
+            corpus = Corpus(documents, name=args.input_file, read_stats=stats,
+                            preprocess=split_document if args.split_sentences else None,
+                            total_bytes=sum(os.path.getsize(p) for p in paths),
+                            summary_fields={"input": args.input_file, "skip_documents": args.skip_documents,
+                                            "max_documents": args.max_documents})
+            summary = write_pretraining_data(corpus, pipeline_options_from_args(args))
         except PIPELINE_ERRORS as e:
             sys.exit(f"error: {e}")
         report_skipped(stats)

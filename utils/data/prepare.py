@@ -60,15 +60,11 @@ def main(argv=None):
             paths = list_input_files(args.input, TEXT_SUFFIXES + DUMP_SUFFIXES)
             documents = cpd.slice_documents(iter_raw_documents(paths, stats, args.max_skipped_fraction),
                                             args.skip_documents, args.max_documents)
-            summary = cpd.create_pretraining_data(
-                documents, args.output_dir, args.vocab_file, cpd.options_from_args(args),
-                num_workers=args.num_workers, num_parts=args.num_parts, val_fraction=args.val_fraction,
-                num_val_parts=args.num_val_parts,
-                preprocess=to_sentences if args.split_sentences else clean_wikitext_only,
-                shard_chars=args.shard_chars, overwrite=args.overwrite, read_stats=stats,
-                progress_total=sum(os.path.getsize(p) for p in paths),
-                extra_summary={"input": args.input, "input_files": len(paths)}, input_name=args.input,
-            )
+            corpus = cpd.Corpus(documents, name=args.input, read_stats=stats,
+                                preprocess=to_sentences if args.split_sentences else clean_wikitext_only,
+                                total_bytes=sum(os.path.getsize(p) for p in paths),
+                                summary_fields={"input": args.input, "input_files": len(paths)})
+            summary = cpd.write_pretraining_data(corpus, cpd.pipeline_options_from_args(args))
         except cpd.PIPELINE_ERRORS as e:
             sys.exit(f"error: {e}")
         report_skipped(stats)
