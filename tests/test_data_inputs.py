@@ -10,6 +10,7 @@ import pytest
 import dataset
 from utils.data import create_pretraining_data as cpd
 from utils.data import prepare
+from utils.data.instances import InstanceOptions
 from utils.paths import DEMO_DATA_DIR, REPO_ROOT, shared_data_path
 
 VOCAB = shared_data_path("vocab", "bert-base-uncased-vocab.txt")
@@ -111,7 +112,7 @@ def test_interrupted_run_leaves_no_parts(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         cpd.write_pretraining_data(cpd.Corpus(documents()), cpd.PipelineOptions(
-            str(tmp_path / "out"), VOCAB, cpd.InstanceOptions(dupe_factor=1), num_parts=2, shard_chars=20_000))
+            str(tmp_path / "out"), VOCAB, InstanceOptions(dupe_factor=1), num_parts=2, shard_chars=20_000))
     assert outputs(tmp_path / "out") == []
 
 

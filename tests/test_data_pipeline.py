@@ -10,6 +10,7 @@ import pytest
 import dataset
 from utils.data import create_pretraining_data as cpd
 from utils.data import tokenization
+from utils.data.instances import TRAIN, InstanceOptions, Vocab, truncate_longer_at_random_end
 from utils.data.normalize import keep_unk_token, normalize_document
 from utils.data.sentences import ReadStats, iter_text_documents, split_document
 from utils.paths import shared_data_path
@@ -48,7 +49,7 @@ def generated(tmp_path_factory):
         pytest.skip("shared corpus/vocab not found (set BERT_SHARED_DATA)")
     documents = corpus_documents(FIRST_ARTICLE, 60)
     out = str(tmp_path_factory.mktemp("generated"))
-    instances = cpd.InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2, random_seed=7)
+    instances = InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2, random_seed=7)
     options = cpd.PipelineOptions(out, VOCAB, instances, num_workers=1, num_parts=3, val_fraction=0.1,
                                   shard_chars=200_000)
     summary = cpd.write_pretraining_data(cpd.Corpus(iter(documents)), options)
@@ -57,7 +58,7 @@ def generated(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vocab():
-    return cpd.Vocab.load(VOCAB)
+    return Vocab.load(VOCAB)
 
 
 def original_ids(batch):
@@ -199,8 +200,8 @@ def test_validation_documents_are_held_out(generated, source, vocab):
 def test_whole_word_masking_masks_whole_words(tmp_path, vocab):
     if not os.path.isfile(CORPUS):
         pytest.skip("shared corpus not found (set BERT_SHARED_DATA)")
-    instances = cpd.InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=1,
-                                    do_whole_word_mask=True)
+    instances = InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=1,
+                                do_whole_word_mask=True)
     summary = cpd.write_pretraining_data(cpd.Corpus(iter(corpus_documents(FIRST_ARTICLE, 15))),
                                          cpd.PipelineOptions(str(tmp_path), VOCAB, instances))
     batch = load_all(str(tmp_path))
@@ -220,7 +221,7 @@ def test_whole_word_masking_masks_whole_words(tmp_path, vocab):
 
 
 def run_small(directory, num_workers, seed=3):
-    instances = cpd.InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2, random_seed=seed)
+    instances = InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2, random_seed=seed)
     options = cpd.PipelineOptions(directory, VOCAB, instances, num_workers=num_workers, num_parts=2, val_fraction=0.2,
                                   shard_chars=30_000)
     return cpd.write_pretraining_data(cpd.Corpus(iter(corpus_documents(FIRST_ARTICLE, 20))), options)
@@ -263,14 +264,14 @@ def test_flags_become_one_options_object():
     assert options("--no-normalize_wikitext", "--no-do_lower_case") == options("--normalize_wikitext=no",
                                                                                 "--do_lower_case", "False")
     assert options("--do_whole_word_mask", "--overwrite=yes", "--max_seq_length", "64") == cpd.PipelineOptions(
-        "out", VOCAB, cpd.InstanceOptions(seq_length=64, do_whole_word_mask=True), num_workers=os.cpu_count(),
+        "out", VOCAB, InstanceOptions(seq_length=64, do_whole_word_mask=True), num_workers=os.cpu_count(),
         num_parts=8, overwrite=True)
 
 
 def test_shards_are_read_lazily():
     endless = itertools.repeat(["one short sentence here ."])
     split, index, documents = next(cpd.shard_tasks(endless, random_seed=1, val_fraction=0.0, shard_chars=1000))
-    assert (split, index) == (cpd.TRAIN, 0) and 30 <= len(documents) <= 45
+    assert (split, index) == (TRAIN, 0) and 30 <= len(documents) <= 45
 
 
 def test_truncation_shortens_the_longer_segment_to_fit():
@@ -278,12 +279,12 @@ def test_truncation_shortens_the_longer_segment_to_fit():
 
     rng = random.Random(0)
     for la, lb in [(200, 3), (3, 200), (70, 70), (10, 10)]:
-        (a_lo, a_hi), (b_lo, b_hi) = cpd.truncate_longer_at_random_end((0, la), (1000, 1000 + lb), 125, rng)
+        (a_lo, a_hi), (b_lo, b_hi) = truncate_longer_at_random_end((0, la), (1000, 1000 + lb), 125, rng)
         assert (a_hi - a_lo) + (b_hi - b_lo) == min(la + lb, 125)
         assert 0 <= a_lo <= a_hi <= la and 1000 <= b_lo <= b_hi <= 1000 + lb
         if la == 200:
             assert (b_lo, b_hi) == (1000, 1003), "only the longer side is cut"
-    (a_lo, a_hi), _ = cpd.truncate_longer_at_random_end((0, 1000), (0, 1), 125, random.Random(1))
+    (a_lo, a_hi), _ = truncate_longer_at_random_end((0, 1000), (0, 1), 125, random.Random(1))
     assert 0 < a_lo and a_hi < 1000, "both ends of a long segment get cut"
 
 

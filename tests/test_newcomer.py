@@ -22,6 +22,7 @@ from utils import (benchmark, benchmark_infer, compare_lazy_outputs, config as c
 from utils.checkpoints import export_hf, native
 from utils.data import (benchmark_create_pretraining_data, create_pretraining_data as cpd, prepare, sentences,
                         squad_features, train_vocab, wikipedia)
+from utils.data.instances import InstanceOptions
 from utils.data.normalize import keep_unk_token, normalize_document, normalize_wikitext
 from utils.data.tokenization import load_wordpiece_tokenizer
 from utils.oneflow_logs import NVIDIA_DRIVER
@@ -60,8 +61,8 @@ def vocab_file(tmp_path_factory):
 def make_data(vocab_file, out, normalize=True):
     """Pre-training records of 3 WikiText-like and 3 plain documents, cased (do_lower_case False)."""
     documents = [WIKITEXT_DOCUMENT, PLAIN_DOCUMENT] * 2 + [WIKITEXT_DOCUMENT, PLAIN_DOCUMENT[::-1]]
-    instances = cpd.InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2,
-                                    do_lower_case=False, normalize_wikitext=normalize)
+    instances = InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=2,
+                                do_lower_case=False, normalize_wikitext=normalize)
     options = cpd.PipelineOptions(str(out), vocab_file, instances)
     summary = cpd.write_pretraining_data(cpd.Corpus(iter(documents)), options)
     return summary, original_ids(str(out))

@@ -19,6 +19,7 @@ import time
 from utils import interrupts
 from utils.cli import argument_parser
 from utils.data import create_pretraining_data as cpd
+from utils.data.instances import InstanceOptions
 from utils.data.sentences import ReadStats, iter_text_documents, list_input_files
 from utils.files import write_json_atomic
 from utils.paths import shared_data_path
@@ -79,8 +80,8 @@ def cpu_seconds():
 
 def benchmark(args):
     """Runs the pipeline once on a temp folder (or --output_dir); returns the measurements."""
-    instances = cpd.InstanceOptions(seq_length=args.max_seq_length,
-                                    max_predictions_per_seq=args.max_predictions_per_seq, dupe_factor=args.dupe_factor)
+    instances = InstanceOptions(seq_length=args.max_seq_length,
+                                max_predictions_per_seq=args.max_predictions_per_seq, dupe_factor=args.dupe_factor)
     with tempfile.TemporaryDirectory(prefix="bench-cpd-") as tmp:
         output_dir = args.output_dir or tmp
         options = cpd.PipelineOptions(output_dir, args.vocab_file, instances, num_workers=args.num_workers,
