@@ -2,7 +2,7 @@
 
 One definition used by every script, in eager mode and inside nn.Graph, local or global.
 Parameter names follow Hugging Face's BertModel so checkpoints convert by name.
-It imports only oneflow, the standard library and utils/numpy_blas.py: no data, flags or files.
+It imports only oneflow, numpy, the standard library and utils/numpy_blas.py: no data, flags or files.
 
 CPU speed notes (OneFlow 0.9, measured in ../shared/notes and tests/test_modeling.py):
 - Broadcasting an [N, 1] tensor over [N, H] is ~50x slower than a same-shape op (N 4096, H 768), so
@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import oneflow as flow
 import oneflow.nn as nn
 import oneflow.nn.functional as F
@@ -114,14 +115,16 @@ class Dropout(nn.Module):
 
     OneFlow 0.9's nn.Dropout gives every module a Generator with the same fixed seed, whatever
     flow.manual_seed says, so all dropouts of one shape draw the same mask at every step; inside
-    nn.Graph the dropout op ignores generators and seeds altogether. Each module here owns a
-    generator seeded at construction: eager runs the fused dropout kernel with it, and a graph
-    draws the keep mask with flow.rand, which honours the generator in a graph.
+    nn.Graph the dropout op ignores generators and seeds altogether. Each module here owns a seed drawn at
+    construction. Eager CPU tensors take their keep masks from a numpy generator with that seed: SQuAD
+    fine-tunes with masks from OneFlow's CPU generator scored 6-9 F1 below the same runs with numpy's or
+    PyTorch's masks (issue H, docs/finetune_and_inference.md). A graph draws the keep mask with flow.rand, which
+    honours a OneFlow generator in a graph; other eager devices run the fused kernel with it.
 
-    A generator's state can't be saved (get_state doesn't track the CPU kernels' use), and a compiled graph
+    A OneFlow generator's state can't be saved (get_state doesn't track the CPU kernels' use), and a compiled graph
     keeps the stream it was compiled with, so exact resume restarts the streams instead: `restart(segment)`
-    reseeds from (seed, segment), and the trainer restarts every stream (and recompiles a graph) at each
-    checkpoint step, in a fresh run and in a resumed one alike.
+    reseeds both generators from (seed, segment), and the trainer restarts every stream (and recompiles a graph)
+    at each checkpoint step, in a fresh run and in a resumed one alike.
     """
 
     def __init__(self, p):
@@ -129,27 +132,33 @@ class Dropout(nn.Module):
         self.p = p
         self.seed = int(flow.randint(0, 2 ** 62, (1,)).item())
         self.generator = flow.Generator()
-        self.generator.manual_seed(self.seed)
+        self.restart(0)
 
     def offset_seed(self, offset):
         """Gives data-parallel ranks different masks: each rank offsets the seed by its rank."""
         self.seed += offset
-        self.generator.manual_seed(self.seed)
+        self.restart(0)
 
     def restart(self, segment):
         # An odd 64-bit multiplier (the golden ratio's) spreads consecutive segments over the seed space.
-        self.generator.manual_seed((self.seed + segment * 0x9E3779B97F4A7C15) % 2 ** 63)
+        seed = (self.seed + segment * 0x9E3779B97F4A7C15) % 2 ** 63
+        self.generator.manual_seed(seed)
+        self.host_generator = np.random.default_rng(seed)
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        if not x.is_lazy:
-            return flow._C.dropout(x, self.p, True, False, self.generator, addend=None)
-        if x.is_global:
-            noise = flow.rand(*x.shape, placement=x.placement, sbp=x.sbp, generator=self.generator)
-        else:
-            noise = flow.rand(*x.shape, device=x.device, generator=self.generator)
-        return x * (noise >= self.p).to(x.dtype) * (1.0 / (1.0 - self.p))
+        scale = 1.0 / (1.0 - self.p)
+        if x.is_lazy:
+            if x.is_global:
+                noise = flow.rand(*x.shape, placement=x.placement, sbp=x.sbp, generator=self.generator)
+            else:
+                noise = flow.rand(*x.shape, device=x.device, generator=self.generator)
+            return x * (noise >= self.p).to(x.dtype) * scale
+        if x.is_local and x.device.type == "cpu":
+            keep = self.host_generator.random(tuple(x.shape), dtype=np.float32) >= self.p
+            return x * flow.from_numpy(keep.astype(np.float32) * np.float32(scale))
+        return flow._C.dropout(x, self.p, True, False, self.generator, addend=None)
 
 
 def offset_dropout_seeds(model, offset):
