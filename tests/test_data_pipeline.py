@@ -197,9 +197,8 @@ def test_validation_documents_are_held_out(generated, source, vocab):
     assert used_documents(train).isdisjoint(used_documents(val))
 
 
+@needs_data  # before the vocab fixture loads the shared vocab
 def test_whole_word_masking_masks_whole_words(tmp_path, vocab):
-    if not os.path.isfile(CORPUS):
-        pytest.skip("shared corpus not found (set BERT_SHARED_DATA)")
     instances = InstanceOptions(seq_length=SEQ, max_predictions_per_seq=MAX_PRED, dupe_factor=1,
                                 do_whole_word_mask=True)
     summary = cpd.write_pretraining_data(cpd.Corpus(iter(corpus_documents(FIRST_ARTICLE, 15))),
