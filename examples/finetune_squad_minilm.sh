@@ -12,10 +12,11 @@
 # and the fine-tuned model (OUT_DIR/model, loadable by run_infer.py --task qa --model_load_dir OUT_DIR/model).
 # Data: the shared SQuAD subsets ($BERT_SHARED_DATA, default ../shared/data). Extra flags go last, so e.g.
 # `--num_epoch 0.25` trains a quarter epoch. Measured on 2 CPU cores: the full v1.1 epoch trains in 46 min and
-# predicts dev in 5 min. v1.1 with --optimizer_recipe bert: EM 22.8 / F1 36.0 (after the dropout fix of issue H;
-# 22.3 / 34.4 before); PyTorch trains the same batches to F1 45.3 (bert) and 48.5 (hf), see
-# docs/finetune_and_inference.md#parity-with-hugging-face. The default recipe (hf) is not yet measured end to end
-# here, nor v2.0 since the fix (before it: 50 + 5 min, every answer "no answer", exact 51.3).
+# predicts dev in 5 min (quiet cores; about 2 h when shared). v1.1, hf recipe: with the numpy dropout masks of
+# issue H, ours and PyTorch score the same, EM 30.29 / F1 45.03 (examples/pytorch_reference/shared_masks/);
+# with OneFlow's CPU masks (before that fix) ours scored 39.19 and 41.67 (seeds 12345, 2), PyTorch 45.0-48.5.
+# Not yet measured end to end with the product's new masks, in graph mode, or on v2.0 since the fixes
+# (before them: every v2.0 answer "no answer", exact 51.3). See docs/finetune_and_inference.md#parity-with-hugging-face.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"

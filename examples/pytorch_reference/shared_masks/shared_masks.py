@@ -1,7 +1,7 @@
 """Dropout masks that OneFlow and PyTorch draw identically, for the issue-H experiment (see run.sh).
 
-The n-th dropout call of a run draws its keep mask from numpy's Philox keyed by (SEED, n), so both frameworks
-apply the same masks in the same order; the QA head starts from the same numpy draw on both sides too.
+The n-th dropout call of a run draws its keep mask from numpy's default generator seeded with (SEED, n), so both
+frameworks apply the same masks in the same order; the QA head starts from the same numpy draw on both sides too.
 """
 import numpy as np
 
