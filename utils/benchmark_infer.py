@@ -106,14 +106,16 @@ def largest_difference(outputs, reference):
 
 
 def run_oneflow_paths(model, config, args, work_dir):
-    """Every requested OneFlow / ONNX Runtime path at every shape; the rows of the table."""
-    onnx_file = export_onnx_file(model, config, work_dir, min(args.seq_length)) if {"ort1", "ort2"} & set(args.paths) else None
-    rows = []
+    """Every requested OneFlow / ONNX Runtime path at every shape: the rows of the table, and OneFlow eager's
+    logits per (batch size, length), the reference every path is compared with."""
+    wants_onnx = {"ort1", "ort2"} & set(args.paths)
+    onnx_file = export_onnx_file(model, config, work_dir, min(args.seq_length)) if wants_onnx else None
+    rows, references = [], {}
     for batch_size in args.batch_size:
         for seq_length in args.seq_length:
             batch = random_batch(batch_size, seq_length, config.vocab_size)
             np.savez(os.path.join(work_dir, f"batch_{batch_size}_{seq_length}.npz"), **batch)
-            reference = oneflow_path(model, "eager", True)(batch)
+            reference = references[batch_size, seq_length] = oneflow_path(model, "eager", True)(batch)
             for path in args.paths:
                 run = {
                     "eager": lambda: oneflow_path(model, "eager", True),
@@ -123,13 +125,15 @@ def run_oneflow_paths(model, config, args, work_dir):
                     "ort2": lambda: onnx_path(onnx_file, 2),
                 }[path]()
                 latencies, outputs = time_calls(run, batch, args.iterations, args.max_seconds, args.warmup)
-                rows.append(summarize(path, batch_size, seq_length, latencies, largest_difference(outputs, reference)))
+                rows.append(summarize(path, batch_size, seq_length, latencies,
+                                      largest_difference(outputs, reference)))
                 print_row(rows[-1])
-    return rows
+    return rows, references
 
 
-def run_torch_path(model, config, args, work_dir):
-    """PyTorch eager in --torch_python on the same weights and batches; its rows, compared with OneFlow eager."""
+def run_torch_path(model, config, args, work_dir, references):
+    """PyTorch eager in --torch_python on the same weights and batches; its rows, compared with OneFlow eager's
+    logits (`references`, by batch size and length)."""
     from utils.checkpoints.hf import export_hf
 
     hf_dir = os.path.join(work_dir, "hf")
@@ -141,11 +145,10 @@ def run_torch_path(model, config, args, work_dir):
     subprocess.run(command, check=True)
     rows = json.load(open(result_file))
     for row in rows:
-        batch = dict(np.load(os.path.join(work_dir, f"batch_{row['batch_size']}_{row['seq_length']}.npz")))
-        reference = oneflow_path(model, "eager", True)(batch)
-        torch_logits = np.load(os.path.join(work_dir, f"torch_logits_{row['batch_size']}_{row['seq_length']}.npy"))
-        row.update(summarize("pytorch", row["batch_size"], row["seq_length"], row.pop("latencies"),
-                             largest_difference(torch_logits, reference)))
+        shape = row["batch_size"], row["seq_length"]
+        torch_logits = np.load(os.path.join(work_dir, "torch_logits_{}_{}.npy".format(*shape)))
+        difference = largest_difference(torch_logits, references[shape])
+        row.update(summarize("pytorch", *shape, row.pop("latencies"), difference))
         print_row(row)
     return rows
 
@@ -175,7 +178,8 @@ def markdown_table(rows):
 def build_parser():
     parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--model_load_dir", default=None,
-                        help="A QA (or any BERT) checkpoint the project reads; default: BERT-base shape, random weights")
+                        help="A QA (or any BERT) checkpoint the project reads "
+                             "(default: BERT-base shape, random weights)")
     parser.add_argument("--batch_size", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seq_length", type=int, nargs="+", default=[128, 384])
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
@@ -210,9 +214,9 @@ def benchmark(args):
     print(f"model: {args.model_load_dir or 'BERT-base shape, random weights'} ({config.num_hidden_layers} layers, "
           f"hidden {config.hidden_size}); numpy BLAS kernel {numpy_blas.numpy_openblas_kernel()}", flush=True)
     with tempfile.TemporaryDirectory() as work_dir:
-        rows = run_oneflow_paths(model, config, args, work_dir)
+        rows, references = run_oneflow_paths(model, config, args, work_dir)
         if args.torch_python:
-            rows += run_torch_path(model, config, args, work_dir)
+            rows += run_torch_path(model, config, args, work_dir, references)
     table = markdown_table(rows)
     print(table)
     if args.json:
