@@ -280,8 +280,12 @@ def layer_norm_nodes(sub, made_by, constant_values):
     mean = expand_mean and made(expand_mean.input[0], "MatMul")
     if mean is None or mean.input[0] != x:
         return None
-    hidden = constant_values.get(mean.input[1], np.zeros((0, 0))).shape[0]
-    if not (is_constant(mean.input[1], (hidden, 1), 1.0 / hidden) and is_constant(expand_mean.input[1], (1, hidden), 1.0)):
+    averager = constant_values.get(mean.input[1])
+    if averager is None or averager.ndim != 2:
+        return None
+    hidden = averager.shape[0]
+    if not (is_constant(mean.input[1], (hidden, 1), 1.0 / hidden)
+            and is_constant(expand_mean.input[1], (1, hidden), 1.0)):
         return None
     return x, hidden, mean, expand_mean
 
