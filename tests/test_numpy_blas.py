@@ -219,3 +219,33 @@ def test_numpy_loads_an_optimized_kernel_and_oneflow_loads_without_the_override(
     flags = open("/proc/cpuinfo").read()
     expected = "SkylakeX" if "avx512f" in flags else "Haswell" if "avx2" in flags else kernel
     assert (kernel, leaked) == (expected, "False")
+
+
+@pytest.mark.parametrize("gradient_scale", [1e-4, 1.0, float("nan")])
+def test_adamw_clip_on_blas_matches_oneflow_clip(blas_switch, gradient_scale):
+    """Per-group clip of utils.optim.AdamW: below the limit (no rescale), above it, and with a NaN gradient."""
+    from utils.optim import build_optimizer
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    clipped = []
+    for enabled in (True, False):
+        blas_switch(enabled)
+        flow.manual_seed(0)
+        model = BertForPreTraining(config)
+        rng = np.random.RandomState(3)
+        for p in model.parameters():
+            p.grad = flow.tensor(rng.randn(*p.shape).astype(np.float32) * gradient_scale)
+        if np.isnan(gradient_scale):
+            model.bert.pooler.dense.bias.grad = flow.full(model.bert.pooler.dense.bias.shape, float("nan"))
+        optimizer = build_optimizer(model, "adamw", 1e-3, 0.01, 1.0, recipe="bert")
+        optimizer.clip_grad()
+        clipped.append([p.grad.numpy() for p in model.parameters()])
+    total = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in clipped[1]))
+    # The "bert" recipe's two groups are each clipped to norm 1 (or went NaN).
+    assert total <= np.sqrt(2) * (1 + 1e-5) or np.isnan(total)
+    for fast, reference in zip(*clipped):
+        if np.isnan(gradient_scale):
+            assert np.isnan(fast).all() and np.isnan(reference).all()
+        else:
+            assert_close(fast, reference, rtol=1e-6)

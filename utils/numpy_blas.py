@@ -11,6 +11,7 @@ Opt out with --numpy_blas=False (every script) or BERT_NUMPY_BLAS=0 in the envir
 The speed depends on numpy's OpenBLAS running the CPU's own kernel, which utils/openblas_kernel.py
 arranges when the `utils` package is first imported (see utils/__init__.py).
 """
+import math
 import os
 
 import numpy as np
@@ -64,6 +65,22 @@ def _rows(array):
 def _heads(tensor):
     """A [B, S, H, D] tensor as a [B, H, S, D] numpy view (strides only, no copy)."""
     return tensor.to_numpy().transpose(0, 2, 1, 3)
+
+
+def clip_grad_norm_(parameters, max_norm):
+    """Scales the gradients so that their joint L2 norm is at most max_norm; returns the norm before.
+
+    The rule of oneflow.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), at most 1), with the
+    squared norms from BLAS dot products (OneFlow runs one single-threaded norm kernel per parameter) and the
+    rescale in place, skipped when the coefficient is 1. A NaN norm rescales by NaN, as OneFlow's clamp does.
+    """
+    grads = [p.grad.to_numpy().reshape(-1) for p in parameters if p.grad is not None]
+    norm = math.sqrt(sum(float(np.dot(g, g)) for g in grads))
+    coefficient = max_norm / (norm + 1e-6)
+    if not coefficient >= 1.0:
+        for g in grads:
+            np.multiply(g, np.float32(coefficient), out=g)
+    return norm
 
 
 # Keep state in save_for_backward only: in OneFlow 0.9 an attribute set on the autograd ctx corrupts the heap
