@@ -156,9 +156,17 @@ class Dropout(nn.Module):
                 noise = flow.rand(*x.shape, device=x.device, generator=self.generator)
             return x * (noise >= self.p).to(x.dtype) * scale
         if x.is_local and x.device.type == "cpu":
-            keep = self.host_generator.random(tuple(x.shape), dtype=np.float32) >= self.p
-            return x * flow.from_numpy(keep.astype(np.float32) * np.float32(scale))
+            return x * self.host_keep_mask(x.shape)
         return flow._C.dropout(x, self.p, True, False, self.generator, addend=None)
+
+    def host_keep_mask(self, shape):
+        """The next mask of the eager CPU stream as keep / (1 - p) in float32; a 1-element 1 when nothing drops.
+
+        The numpy kernels take it to fuse dropout into their own passes; forward applies the same draw."""
+        if not self.training or self.p == 0:
+            return flow.ones(1)
+        keep = self.host_generator.random(tuple(shape), dtype=np.float32) >= self.p
+        return flow.from_numpy(keep.astype(np.float32) * np.float32(1.0 / (1.0 - self.p)))
 
 
 def offset_dropout_seeds(model, offset):
@@ -211,8 +219,9 @@ class BertSelfAttention(nn.Module):
             heads = (batch, seq, self.num_heads, self.head_size)
             query, key, value = (layer(hidden).reshape(heads) for layer in (self.query, self.key, self.value))
             scale = flow.tensor(1.0 / math.sqrt(self.head_size))
-            probs = self.dropout(numpy_blas.AttentionProbs.apply(query, key, attention_bias, scale))
-            return numpy_blas.AttentionContext.apply(probs, value).reshape(batch, seq, hidden_size)
+            probs = numpy_blas.AttentionProbs.apply(query, key, attention_bias, scale)
+            keep = self.dropout.host_keep_mask(probs.shape)
+            return numpy_blas.AttentionContext.apply(probs, value, keep).reshape(batch, seq, hidden_size)
         query = self.split_heads(self.query(hidden))
         key = self.split_heads(self.key(hidden))
         value = self.split_heads(self.value(hidden))
@@ -232,7 +241,13 @@ class BertSelfOutput(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        hidden = self.dense(x)
+        norm = self.LayerNorm
+        if self.training and self.dropout.p > 0 and numpy_blas.usable(hidden, residual, norm.weight, norm.bias):
+            keep = self.dropout.host_keep_mask(hidden.shape)
+            return numpy_blas.DropoutResidualLayerNorm.apply(hidden, keep, residual, norm.weight, norm.bias,
+                                                             flow.tensor(norm.eps))
+        return norm(self.dropout(hidden) + residual)
 
 
 class BertAttention(nn.Module):

@@ -9,7 +9,7 @@ import oneflow as flow
 import pytest
 
 from modeling import BertConfig, BertForPreTraining, BertForQuestionAnswering, LayerNorm, linear, pretraining_loss
-from modeling import BertSelfAttention, squad_loss
+from modeling import BertSelfAttention, restart_dropout_streams, squad_loss
 from utils import numpy_blas
 from utils import config as cfg
 
@@ -105,21 +105,25 @@ def test_attention_with_padding_mask_matches_flow(blas_switch):
     np.testing.assert_allclose(out_changed[1, :6], out[1, :6], rtol=1e-5, atol=1e-6)
 
 
-def tiny_config():
+def tiny_config(dropout=0.0):
     return BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+                      intermediate_size=64, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
 
 
 def model_gradients(model, loss_fn, enabled, switch):
+    """Both paths draw the same dropout masks: eager CPU masks come from each layer's numpy stream, restarted here."""
     switch(enabled)
+    restart_dropout_streams(model, 0)
     model.zero_grad()
     loss = loss_fn()
     loss.backward()
     return float(loss.numpy()), {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
 @pytest.mark.parametrize("head", ["pretraining", "squad"])
-def test_whole_model_gradients_match_flow(blas_switch, head):
+def test_whole_model_gradients_match_flow(blas_switch, head, dropout):
+    """With dropout on, the numpy path applies the masks inside its attention and LayerNorm kernels."""
     rng = np.random.RandomState(4)
     batch, seq = 3, 16
     ids = flow.tensor(rng.randint(0, 300, (batch, seq)), dtype=flow.int64)
@@ -128,7 +132,7 @@ def test_whole_model_gradients_match_flow(blas_switch, head):
     mask, segments = flow.tensor(mask), flow.tensor(rng.randint(0, 2, (batch, seq)), dtype=flow.int64)
     flow.manual_seed(0)
     if head == "pretraining":
-        model = BertForPreTraining(tiny_config())
+        model = BertForPreTraining(tiny_config(dropout))
         positions = flow.tensor(rng.randint(1, 11, (batch, 4)), dtype=flow.int64)
         labels = flow.tensor(rng.randint(0, 300, (batch, 4)), dtype=flow.int64)
         nsp = flow.tensor(rng.randint(0, 2, (batch, 1)), dtype=flow.int64)
@@ -137,7 +141,7 @@ def test_whole_model_gradients_match_flow(blas_switch, head):
             mlm, ns = model(ids, mask, segments, positions)
             return pretraining_loss(mlm, ns, labels, flow.ones(batch, 4), nsp)[0]
     else:
-        model = BertForQuestionAnswering(tiny_config())
+        model = BertForQuestionAnswering(tiny_config(dropout))
         starts, ends = (flow.tensor(rng.randint(0, 11, (batch,)), dtype=flow.int64) for _ in range(2))
 
         def loss_fn():

@@ -139,22 +139,53 @@ class AttentionProbs(flow.autograd.Function):
 
 
 class AttentionContext(flow.autograd.Function):
-    """probs [B, H, S, S] @ v, with v and the result in [B, S, H, D]: no head permute copies."""
+    """dropout(probs) @ v, with v and the result in [B, S, H, D]: no head permute copies.
+
+    keep is the dropout layer's scaled keep mask (keep / (1 - p)) shaped like probs, or a 1-element tensor when
+    nothing is dropped; applying it here spares OneFlow's elementwise multiply and its backward.
+    """
 
     @staticmethod
-    def forward(ctx, probs, v):
-        ctx.save_for_backward(probs, v)
+    def forward(ctx, probs, v, keep):
+        dropped = probs.to_numpy() * keep.to_numpy() if keep.numel() > 1 else probs.to_numpy()
         context = np.empty(v.shape, np.float32)
-        np.matmul(probs.to_numpy(), _heads(v), out=context.transpose(0, 2, 1, 3))
+        np.matmul(dropped, _heads(v), out=context.transpose(0, 2, 1, 3))
+        ctx.save_for_backward(_to_flow(dropped), v, keep)
         return _to_flow(context)
 
     @staticmethod
     def backward(ctx, grad):
-        probs, v = ctx.saved_tensors
-        p, g = probs.to_numpy(), _heads(grad)
+        dropped, v, keep = ctx.saved_tensors
+        p, g = dropped.to_numpy(), _heads(grad)
         dv = np.empty(v.shape, np.float32)
         np.matmul(p.swapaxes(-1, -2), g, out=dv.transpose(0, 2, 1, 3))
-        return _to_flow(np.matmul(g, _heads(v).swapaxes(-1, -2))), _to_flow(dv)
+        d_dropped = np.matmul(g, _heads(v).swapaxes(-1, -2))
+        if keep.numel() > 1:
+            d_dropped *= keep.to_numpy()
+        return _to_flow(d_dropped), _to_flow(dv), None
+
+
+def _layer_norm_forward(rows, weight, bias, eps):
+    """Returns y, xhat and rstd of rows [N, H]."""
+    xhat = rows - rows.mean(-1, keepdims=True)
+    variance = np.einsum("ij,ij->i", xhat, xhat)[:, None] / rows.shape[1]
+    rstd = 1.0 / np.sqrt(variance + eps)
+    xhat *= rstd
+    y = xhat * weight
+    y += bias
+    return y, xhat, rstd
+
+
+def _layer_norm_backward(g, xhat, rstd, weight):
+    """Returns dx, dweight, dbias for the upstream gradient rows g [N, H]."""
+    gw = g * weight
+    width = xhat.shape[1]
+    mean_gw = gw.sum(-1, keepdims=True) / width
+    mean_gw_xhat = np.einsum("ij,ij->i", gw, xhat)[:, None] / width
+    gw -= mean_gw
+    gw -= xhat * mean_gw_xhat
+    gw *= rstd
+    return gw, np.einsum("ij,ij->j", g, xhat), g.sum(0)
 
 
 class LayerNorm(flow.autograd.Function):
@@ -165,26 +196,35 @@ class LayerNorm(flow.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
         x_np = x.to_numpy()
-        rows = _rows(x_np)
-        xhat = rows - rows.mean(-1, keepdims=True)
-        variance = np.einsum("ij,ij->i", xhat, xhat)[:, None] / rows.shape[1]
-        rstd = 1.0 / np.sqrt(variance + eps.to_numpy())
-        xhat *= rstd
-        y = xhat * weight.to_numpy()
-        y += bias.to_numpy()
+        y, xhat, rstd = _layer_norm_forward(_rows(x_np), weight.to_numpy(), bias.to_numpy(), eps.to_numpy())
         ctx.save_for_backward(_to_flow(xhat), _to_flow(rstd), weight)
         return _to_flow(y.reshape(x_np.shape))
 
     @staticmethod
     def backward(ctx, grad):
         xhat, rstd, weight = (t.to_numpy() for t in ctx.saved_tensors)
-        g = _rows(grad.to_numpy())
-        gw = g * weight
-        width = xhat.shape[1]
-        mean_gw = gw.sum(-1, keepdims=True) / width
-        mean_gw_xhat = np.einsum("ij,ij->i", gw, xhat)[:, None] / width
-        gw -= mean_gw
-        gw -= xhat * mean_gw_xhat
-        gw *= rstd
-        dx = _to_flow(gw.reshape(grad.shape))
-        return dx, _to_flow(np.einsum("ij,ij->j", g, xhat)), _to_flow(g.sum(0)), None
+        dx, dw, db = _layer_norm_backward(_rows(grad.to_numpy()), xhat, rstd, weight)
+        return _to_flow(dx.reshape(grad.shape)), _to_flow(dw), _to_flow(db), None
+
+
+class DropoutResidualLayerNorm(flow.autograd.Function):
+    """LayerNorm(dropout(y) + residual), the end of every BERT sublayer, in one pass.
+
+    keep is the dropout layer's scaled keep mask (keep / (1 - p)) shaped like y. Backward: with ds the
+    LayerNorm input gradient, dy = ds * keep and dresidual = ds.
+    """
+
+    @staticmethod
+    def forward(ctx, y, keep, residual, weight, bias, eps):
+        summed = y.to_numpy() * keep.to_numpy()
+        summed += residual.to_numpy()
+        out, xhat, rstd = _layer_norm_forward(_rows(summed), weight.to_numpy(), bias.to_numpy(), eps.to_numpy())
+        ctx.save_for_backward(keep, _to_flow(xhat), _to_flow(rstd), weight)
+        return _to_flow(out.reshape(summed.shape))
+
+    @staticmethod
+    def backward(ctx, grad):
+        keep, xhat, rstd, weight = (t.to_numpy() for t in ctx.saved_tensors)
+        d_summed, dw, db = _layer_norm_backward(_rows(grad.to_numpy()), xhat, rstd, weight)
+        d_summed = d_summed.reshape(grad.shape)
+        return _to_flow(d_summed * keep), None, _to_flow(d_summed), _to_flow(dw), _to_flow(db), None
