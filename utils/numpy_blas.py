@@ -1,4 +1,4 @@
-"""Eager CPU matrix products on numpy's BLAS, as OneFlow autograd Functions.
+"""Eager CPU matrix products on numpy's BLAS, with the dropout and clip work next to them (autograd Functions).
 
 Why: OneFlow 0.9's CPU matmul runs its bundled OpenBLAS on one thread with a generic SSE
 kernel (~30 GFLOP/s here); numpy's OpenBLAS reaches ~190-230 GFLOP/s on the same 2 cores.
@@ -147,10 +147,14 @@ class AttentionContext(flow.autograd.Function):
 
     @staticmethod
     def forward(ctx, probs, v, keep):
-        dropped = probs.to_numpy() * keep.to_numpy() if keep.numel() > 1 else probs.to_numpy()
+        if keep.numel() > 1:
+            dropped = probs.to_numpy() * keep.to_numpy()
+            saved = _to_flow(dropped)
+        else:
+            dropped, saved = probs.to_numpy(), probs
         context = np.empty(v.shape, np.float32)
         np.matmul(dropped, _heads(v), out=context.transpose(0, 2, 1, 3))
-        ctx.save_for_backward(_to_flow(dropped), v, keep)
+        ctx.save_for_backward(saved, v, keep)
         return _to_flow(context)
 
     @staticmethod
