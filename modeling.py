@@ -116,10 +116,9 @@ class Dropout(nn.Module):
     OneFlow 0.9's nn.Dropout gives every module a Generator with the same fixed seed, whatever
     flow.manual_seed says, so all dropouts of one shape draw the same mask at every step; inside
     nn.Graph the dropout op ignores generators and seeds altogether. Each module here owns a seed drawn at
-    construction. Eager CPU tensors take their keep masks from a numpy generator with that seed: SQuAD
-    fine-tunes with masks from OneFlow's CPU generator scored 6-9 F1 below the same runs with numpy's or
-    PyTorch's masks (issue H, docs/finetune_and_inference.md). A graph draws the keep mask with flow.rand, which
-    honours a OneFlow generator in a graph; other eager devices run the fused kernel with it.
+    construction. Eager CPU tensors take their keep masks from a numpy generator with that seed, so the numpy
+    kernels can apply them inside their own passes (host_keep_mask). A graph draws the keep mask with flow.rand,
+    which honours a OneFlow generator in a graph; other eager devices run the fused kernel with it.
 
     A OneFlow generator's state can't be saved (get_state doesn't track the CPU kernels' use), and a compiled graph
     keeps the stream it was compiled with, so exact resume restarts the streams instead: `restart(segment)`

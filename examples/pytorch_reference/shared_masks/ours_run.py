@@ -1,4 +1,8 @@
-"""run_squad.py with shared_masks' dropout masks and QA-head init (project venv); arguments go to run_squad.py."""
+"""run_squad.py with shared_masks' dropout masks and QA-head init (project venv); arguments go to run_squad.py.
+
+HEAD_ONLY=1 keeps the product's own dropout masks and swaps only the QA-head init (the issue-H bisection run,
+docs/finetune_and_inference.md, "Found: the QA head's random init").
+"""
 import os
 import sys
 
@@ -27,6 +31,7 @@ def build_bert_with_shared_head(*args, **kwargs):
 
 
 build_bert = run_squad.build_bert
-modeling.Dropout.forward = masked_dropout
+if os.environ.get("HEAD_ONLY") != "1":
+    modeling.Dropout.forward = masked_dropout
 run_squad.build_bert = build_bert_with_shared_head
 run_squad.main(sys.argv[1:])
