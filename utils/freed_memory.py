@@ -2,9 +2,10 @@
 
 A training step allocates and frees the same activations every step. With glibc's defaults, blocks above its
 mmap threshold and the free top of the heap go back to the kernel, and the next step touches fresh pages again:
-a BERT-base eager CPU step took ~38,000 minor page faults (150 MB of zeroed pages) and 15% of its time in the
-kernel. With the thresholds below it takes under 1,000 and runs ~10% faster (docs/performance.md). Peak memory
-is unchanged; the process just keeps its peak. BERT_KEEP_FREED_MEMORY=0 leaves glibc's defaults.
+a BERT-base eager CPU step took ~38,000 minor page faults (150 MB of zeroed pages), and about 40% of the
+benchmark's CPU time was kernel time. With the settings below a step takes under 1,000 and runs 5-12% faster
+(paired runs, docs/performance.md). Peak memory is unchanged; the process just keeps its peak.
+BERT_KEEP_FREED_MEMORY=0 leaves glibc's defaults.
 """
 import ctypes
 import ctypes.util

@@ -56,7 +56,7 @@ def parameter_groups(model, weight_decay, clip_grad_max_norm, recipe):
 class AdamW(flow.optim.AdamW):
     """OneFlow's AdamW whose eager CPU gradient clip runs on numpy's BLAS (numpy_blas.clip_grad_norm_).
 
-    Same rule as OneFlow's clip_grad, 250 -> 110 ms per BERT-base step. Graph mode never calls clip_grad (nn.Graph
+    Same rule as OneFlow's clip_grad, 250 -> 90 ms per BERT-base step. Graph mode never calls clip_grad (nn.Graph
     clips with its own ops); global tensors, other norm types and --numpy_blas=False keep OneFlow's clip.
     """
 
